@@ -1,0 +1,171 @@
+"""
+Growth rate and time to full from a series of (timestamp, used_bytes) samples.
+
+The estimate must hold up on real disks, where usage is not a straight line:
+
+- noise: the slope is a Theil-Sen estimate (the median of pairwise slopes), which ignores up
+  to ~29% of wild points, where least squares follows every outlier;
+- one-off bursts and cleanups: an increment far outside the series' usual step (more than
+  ``JUMP_MADS`` robust deviations and more than ``min_jump_bytes``) is a *jump*; pairs that
+  straddle a jump are left out, so a single 20 GB copy does not turn into a 20 GB/h forecast;
+- sawtooth (steady growth cut by periodic cleanups, e.g. logrotate): with two or more
+  cleanups in the window the disk's real trend is what survives each cleanup, so the growth
+  is the slope through the post-cleanup troughs (with bursts removed). A disk that fills
+  between cleanups but is emptied every cycle is not growing, and gets no "full in minutes".
+
+Until the history spans ``min_span_seconds`` with ``min_samples`` samples the estimate is
+None: no data is not the same as no growth.
+"""
+
+import statistics
+from dataclasses import dataclass
+
+DAY_SECONDS = 86400
+DEFAULT_WINDOW_SECONDS = 6 * 3600
+DEFAULT_MIN_SAMPLES = 5
+DEFAULT_MIN_SPAN_SECONDS = 30 * 60
+
+# How far (in median absolute deviations) an increment must stand out to be a jump.
+JUMP_MADS = 8.0
+# MAD scaled to a standard deviation under normal noise.
+MAD_TO_SIGMA = 1.4826
+# Theil-Sen is quadratic in the number of points; a longer series is thinned to this many.
+MAX_POINTS = 64
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A growth estimate: bytes per second (None when unknown) and how it was reached."""
+
+    bytes_per_second: float | None
+    method: str
+    samples: int
+    span_seconds: float
+    jumps: int = 0
+    cleanups: int = 0
+
+    @property
+    def bytes_per_day(self):
+        if self.bytes_per_second is None:
+            return None
+        return self.bytes_per_second * DAY_SECONDS
+
+
+def estimate(
+    samples,
+    now=None,
+    window_seconds=DEFAULT_WINDOW_SECONDS,
+    min_samples=DEFAULT_MIN_SAMPLES,
+    min_span_seconds=DEFAULT_MIN_SPAN_SECONDS,
+    min_jump_bytes=0,
+):
+    """
+    Estimate growth from ``samples``, a sequence of (timestamp, used_bytes), oldest first.
+
+    Only samples inside ``window_seconds`` before ``now`` (default: the newest sample) count.
+    """
+    window = _windowed(samples, now, window_seconds)
+    span = window[-1][0] - window[0][0] if len(window) > 1 else 0.0
+    if len(window) < min_samples or span < min_span_seconds:
+        return Estimate(None, "insufficient-history", len(window), span)
+
+    series = _thinned(window)
+
+    jump_after = _jump_indices(series, min_jump_bytes)
+    cleanups = [i for i in jump_after if series[i + 1][1] < series[i][1]]
+    if len(cleanups) >= 2:
+        rate = _trough_slope(series, jump_after, cleanups)
+        method = "post-cleanup-trend"
+    else:
+        rate = _segmented_theil_sen(series, jump_after)
+        method = "theil-sen"
+    return Estimate(rate, method, len(window), span, len(jump_after), len(cleanups))
+
+
+def time_to_full_seconds(free_bytes, bytes_per_second):
+    """Seconds until ``free_bytes`` are used at ``bytes_per_second``; None if not growing."""
+    if bytes_per_second is None or bytes_per_second <= 0 or free_bytes is None:
+        return None
+    return max(free_bytes, 0) / bytes_per_second
+
+
+def _windowed(samples, now, window_seconds):
+    ordered = sorted((float(t), float(used)) for t, used in samples)
+    if not ordered:
+        return []
+    end = ordered[-1][0] if now is None else float(now)
+    return [(t, used) for t, used in ordered if end - window_seconds <= t <= end]
+
+
+def _thinned(series):
+    """At most MAX_POINTS evenly spaced samples, keeping the first and the last."""
+    if len(series) <= MAX_POINTS:
+        return series
+    last = len(series) - 1
+    picks = sorted({round(k * last / (MAX_POINTS - 1)) for k in range(MAX_POINTS)})
+    return [series[i] for i in picks]
+
+
+def _jump_indices(series, min_jump_bytes):
+    """Indices i where the step from sample i to i+1 is a jump (burst or cleanup)."""
+    steps = [
+        (series[i + 1][1] - series[i][1], series[i + 1][0] - series[i][0])
+        for i in range(len(series) - 1)
+    ]
+    rates = [delta / elapsed for delta, elapsed in steps if elapsed > 0]
+    if len(rates) < 3:
+        return []
+    typical = statistics.median(rates)
+    spread = MAD_TO_SIGMA * statistics.median(abs(rate - typical) for rate in rates)
+    # Below a byte nothing is a jump, whatever the spread: exact series have a MAD of zero.
+    floor = max(min_jump_bytes, 1.0)
+    jumps = []
+    for i, (delta, elapsed) in enumerate(steps):
+        if elapsed <= 0:
+            continue
+        unexpected = delta - typical * elapsed
+        if abs(unexpected) > max(JUMP_MADS * spread * elapsed, floor):
+            jumps.append(i)
+    return jumps
+
+
+def _segmented_theil_sen(series, jump_after):
+    """Median slope over pairs that do not straddle a jump."""
+    segment_of = []
+    segment = 0
+    jumps = set(jump_after)
+    for i in range(len(series)):
+        segment_of.append(segment)
+        if i in jumps:
+            segment += 1
+    slopes = [
+        (series[j][1] - series[i][1]) / (series[j][0] - series[i][0])
+        for i in range(len(series))
+        for j in range(i + 1, len(series))
+        if segment_of[i] == segment_of[j] and series[j][0] > series[i][0]
+    ]
+    if not slopes:
+        return 0.0
+    return statistics.median(slopes)
+
+
+def _trough_slope(series, jump_after, cleanups):
+    """
+    Slope through the samples right after each cleanup, bursts removed.
+
+    Bursts are subtracted (an adjusted series where each burst step counts as zero), so the
+    trough trend is what ordinary writes leave behind after each cleanup.
+    """
+    bursts = set(jump_after) - set(cleanups)
+    adjusted = [series[0][1]]
+    for i in range(len(series) - 1):
+        step = 0.0 if i in bursts else series[i + 1][1] - series[i][1]
+        adjusted.append(adjusted[-1] + step)
+    troughs = [(series[i + 1][0], adjusted[i + 1]) for i in cleanups]
+    slopes = [
+        (troughs[j][1] - troughs[i][1]) / (troughs[j][0] - troughs[i][0])
+        for i in range(len(troughs))
+        for j in range(i + 1, len(troughs))
+        if troughs[j][0] > troughs[i][0]
+    ]
+    return statistics.median(slopes) if slopes else 0.0
