@@ -2,6 +2,7 @@ import logging
 import os
 
 import pytest
+import salt._logging.impl
 from saltfactories.utils import random_string
 
 from saltext.eos import PACKAGE_ROOT
@@ -10,6 +11,12 @@ from saltext.eos import PACKAGE_ROOT
 logging.root.setLevel(logging.WARNING)
 
 IS_ROOT = os.geteuid() == 0
+
+
+def pytest_configure(config):
+    # Salt queues log records in a deferred stderr handler until logging is set up, then
+    # flushes them at exit, after pytest closed stderr. Hand them to pytest's handlers now.
+    salt._logging.impl.shutdown_temp_handler()
 
 
 def pytest_collection_modifyitems(items):

@@ -37,7 +37,7 @@ DEFAULTS = {
     "history_max_age": history.DEFAULT_MAX_AGE_SECONDS,
     "history_min_interval": history.DEFAULT_MIN_INTERVAL_SECONDS,
 }
-HISTORY_FILE = os.path.join("eos", "storage_history.json")
+HISTORY_DIR = os.path.join("eos", "history")
 # A step smaller than this share of the filesystem is noise, never a burst or a cleanup.
 MIN_JUMP_FRACTION = 0.001
 
@@ -87,22 +87,17 @@ def settings(layers):
     )
 
 
-def history_path(cachedir):
-    return os.path.join(cachedir, HISTORY_FILE)
-
-
 def open_history(cachedir, opts):
     return history.History(
-        history_path(cachedir),
+        os.path.join(cachedir, HISTORY_DIR),
         max_samples=opts.history_max_samples,
         max_age_seconds=opts.history_max_age,
         min_interval_seconds=opts.history_min_interval,
     )
 
 
-def select_mounts(layers, mount=None):
+def select_mounts(opts, mount=None):
     """The mounts to analyse: the one named (any type), or every real one."""
-    opts = settings(layers)
     if mount is not None:
         return [mounts.find(mount)]
     return mounts.real_mounts(include_tmpfs=opts.include_tmpfs, exclude=opts.exclude)
@@ -115,12 +110,12 @@ def analyze(layers, cachedir, mount=None, record=True, now=None, statvfs=os.stat
     Validates all configuration before measuring, so bad input writes nothing.
     """
     opts = settings(layers)
-    thresholds.validate(layers)
-    selected = select_mounts(layers, mount)
-    limits = {m.mountpoint: thresholds.effective(layers, mount=m.mountpoint) for m in selected}
+    resolver = thresholds.Resolver(layers)
+    selected = select_mounts(opts, mount)
+    limits = {m.mountpoint: resolver.for_mount(m.mountpoint) for m in selected}
 
     now = time.time() if now is None else now
-    measured = mounts.measure([m.mountpoint for m in selected], opts.mount_timeout, statvfs)
+    measured = mounts.measure(selected, opts.mount_timeout, statvfs)
     store = open_history(cachedir, opts)
     reports = {}
     for entry in selected:
@@ -134,10 +129,8 @@ def analyze(layers, cachedir, mount=None, record=True, now=None, statvfs=os.stat
             continue
         if record:
             store.record(entry.mountpoint, figures.used_bytes, figures.total_bytes, now=now)
-        estimate = estimate_growth(store.samples(entry.mountpoint), figures, opts, now)
+        estimate = estimate_growth(store.samples(entry.mountpoint, now), figures, opts, now)
         reports[entry.mountpoint] = report(entry, figures, limits[entry.mountpoint], estimate)
-    if record:
-        store.save(now=now)
     return reports
 
 

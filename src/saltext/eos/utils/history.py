@@ -1,23 +1,27 @@
 """
 A bounded, persistent history of usage samples per mount, for growth and time to full.
 
-One JSON file (under the minion cachedir) holds every mount's samples. It is replaced
-atomically (temp file + rename), so a crash never leaves half a file, and it is trimmed on
-every write by age and count, so it never grows without bound.
+Each mount has one small file of fixed-size binary records (timestamp, used bytes, total
+bytes as three little-endian doubles) under the minion cachedir. A sample is one appended
+record, so recording costs a single small write whatever the length of the history, and
+reading is one read decoded in C. A crash can at worst leave a torn last record, which is
+ignored. When a file holds twice ``max_samples`` records it is rewritten (temp file +
+rename) with the newest ``max_samples`` that are younger than ``max_age_seconds``, so it
+never grows without bound.
 """
 
 import contextlib
-import json
-import logging
 import os
+import struct
 import tempfile
 import time
-
-log = logging.getLogger(__name__)
+import urllib.parse
 
 DEFAULT_MAX_SAMPLES = 720
 DEFAULT_MAX_AGE_SECONDS = 24 * 3600
 DEFAULT_MIN_INTERVAL_SECONDS = 30.0
+
+RECORD = struct.Struct("<3d")
 
 
 class History:
@@ -25,79 +29,70 @@ class History:
 
     def __init__(
         self,
-        path,
+        directory,
         max_samples=DEFAULT_MAX_SAMPLES,
         max_age_seconds=DEFAULT_MAX_AGE_SECONDS,
         min_interval_seconds=DEFAULT_MIN_INTERVAL_SECONDS,
     ):
-        self.path = os.fspath(path)
+        self.directory = os.fspath(directory)
         self.max_samples = max_samples
         self.max_age_seconds = max_age_seconds
         self.min_interval_seconds = min_interval_seconds
-        self.mounts = self._load()
 
-    def _load(self):
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            # A damaged history costs only the growth estimate, never the analysis.
-            log.warning("Ignoring unreadable storage history %s: %s", self.path, err)
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {
-            mount: [tuple(sample) for sample in samples if _valid_sample(sample)]
-            for mount, samples in data.get("mounts", {}).items()
-            if isinstance(samples, list)
-        }
+    def path_for(self, mount):
+        return os.path.join(self.directory, urllib.parse.quote(mount, safe="") + ".samples")
 
-    def samples(self, mount):
-        return list(self.mounts.get(mount, ()))
+    def samples(self, mount, now=None):
+        """The mount's samples younger than max_age_seconds, oldest first."""
+        return self._fresh(self._read(self.path_for(mount)), now)
 
     def record(self, mount, used_bytes, total_bytes, now=None):
-        """Add a sample unless the last one is younger than min_interval_seconds."""
+        """Append a sample unless the last one is younger than min_interval_seconds."""
         now = time.time() if now is None else now
-        samples = self.mounts.setdefault(mount, [])
-        if samples and now - samples[-1][0] < self.min_interval_seconds:
+        path = self.path_for(mount)
+        stored = self._read(path)
+        if stored and now - stored[-1][0] < self.min_interval_seconds:
             return False
-        samples.append((now, int(used_bytes), int(total_bytes)))
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        sample = (float(now), float(used_bytes), float(total_bytes))
+        if len(stored) + 1 >= 2 * self.max_samples:
+            self._rewrite(path, [*self._fresh(stored, now), sample][-self.max_samples :])
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, RECORD.pack(*sample))
+            finally:
+                os.close(fd)
         return True
 
-    def trim(self, now=None):
+    def _fresh(self, samples, now):
         now = time.time() if now is None else now
         oldest = now - self.max_age_seconds
-        for mount in list(self.mounts):
-            kept = [s for s in self.mounts[mount] if s[0] >= oldest][-self.max_samples :]
-            if kept:
-                self.mounts[mount] = kept
-            else:
-                del self.mounts[mount]
+        return [sample for sample in samples if sample[0] >= oldest]
 
-    def save(self, now=None):
-        self.trim(now)
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, temp_path = tempfile.mkstemp(dir=directory, prefix=".history-")
+    @staticmethod
+    def _read(path):
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"version": 1, "mounts": self.mounts}, handle, separators=(",", ":"))
-            os.replace(temp_path, self.path)
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        # A torn last record (crash mid-write) is dropped, and so is any non-finite value.
+        whole = len(data) - len(data) % RECORD.size
+        # x - x is 0 for every finite x and NaN for NaN and the infinities.
+        return [
+            (t, used, total)
+            for t, used, total in RECORD.iter_unpack(data[:whole])
+            if t - t == 0 and used - used == 0 and total - total == 0
+        ]
+
+    def _rewrite(self, path, samples):
+        fd, temp_path = tempfile.mkstemp(dir=self.directory, prefix=".samples-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"".join(RECORD.pack(*sample) for sample in samples))
+            os.replace(temp_path, path)
         except BaseException:
-            _remove_quietly(temp_path)
+            with contextlib.suppress(OSError):
+                os.unlink(temp_path)
             raise
-
-
-def _valid_sample(sample):
-    return (
-        isinstance(sample, list)
-        and len(sample) == 3
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sample)
-    )
-
-
-def _remove_quietly(path):
-    with contextlib.suppress(OSError):
-        os.unlink(path)

@@ -1,9 +1,10 @@
 """
 Which mounts are real filesystems, and their figures from statvfs, each within a time limit.
 
-A mount that does not answer (a dead NFS server) blocks statvfs in the kernel. Each mount is
-measured in its own daemon thread with a deadline, so one dead mount reports an error while
-the others report normally; a mount whose earlier probe is still stuck is not probed again.
+A mount that does not answer (a dead NFS server) blocks statvfs in the kernel. Each network
+or FUSE mount is measured in its own daemon thread with a deadline, so one dead mount
+reports an error while the others report normally; a mount whose earlier probe is still
+stuck is not probed again.
 """
 
 import fnmatch
@@ -50,6 +51,28 @@ PSEUDO_FSTYPES = frozenset(
     }
 )
 TMPFS_TYPES = frozenset({"tmpfs"})
+# Filesystems whose statvfs can block on a server that does not answer. Local filesystems
+# answer from memory, so they are measured directly and skip the thread's cost.
+REMOTE_FSTYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ceph",
+        "glusterfs",
+        "9p",
+        "afs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "ocfs2",
+        "gfs2",
+        "davfs",
+        "sshfs",
+    }
+)
 DEFAULT_TIMEOUT_SECONDS = 5.0
 
 
@@ -145,15 +168,25 @@ _stuck_probes = {}
 _stuck_lock = threading.Lock()
 
 
-def measure(mountpoints, timeout_seconds=DEFAULT_TIMEOUT_SECONDS, statvfs=os.statvfs):
-    """
-    {mountpoint: Figures or an error string}, each mount within ``timeout_seconds``.
+def may_block(mount):
+    """Whether statvfs on this mount can hang on an unresponsive server."""
+    return mount.fstype in REMOTE_FSTYPES or mount.fstype.startswith("fuse")
 
-    ``statvfs`` is injectable so that a hanging filesystem can be simulated in tests.
+
+def measure(selected, timeout_seconds=DEFAULT_TIMEOUT_SECONDS, statvfs=os.statvfs):
+    """
+    {mountpoint: Figures or an error string} for the given Mounts.
+
+    Mounts that may block are each given ``timeout_seconds``; ``statvfs`` is injectable so
+    that a hanging filesystem can be simulated in tests.
     """
     results = {}
     probes = {}
-    for point in mountpoints:
+    for mount in selected:
+        point = mount.mountpoint
+        if not may_block(mount):
+            results[point] = _measure_directly(point, statvfs)
+            continue
         with _stuck_lock:
             stuck = _stuck_probes.get(point)
             if stuck is not None and stuck.is_alive():
@@ -174,7 +207,14 @@ def measure(mountpoints, timeout_seconds=DEFAULT_TIMEOUT_SECONDS, statvfs=os.sta
             results[point] = f"statvfs failed: {probe.error}"
         else:
             results[point] = figures_from_statvfs(probe.result)
-    return {point: results[point] for point in mountpoints}
+    return {mount.mountpoint: results[mount.mountpoint] for mount in selected}
+
+
+def _measure_directly(point, statvfs):
+    try:
+        return figures_from_statvfs(statvfs(point))
+    except OSError as err:
+        return f"statvfs failed: {err.strerror or err}"
 
 
 class _Probe(threading.Thread):

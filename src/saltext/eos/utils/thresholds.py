@@ -142,8 +142,9 @@ def _validate_level_key(key, path):
 def _validate_value(layers, path):
     value, _ = layers.lookup(*path)
     try:
-        config.number(value, config.key_name(*path), minimum=0, maximum=100,
-                      minimum_inclusive=False)  # fmt: skip
+        config.number(
+            value, config.key_name(*path), minimum=0, maximum=100, minimum_inclusive=False
+        )
     except config.InvalidConfig as err:
         raise InvalidThresholds(str(err)) from err
 
@@ -155,17 +156,27 @@ def effective(layers, mount=None, roles=None):
     Raises InvalidThresholds when any configured value is invalid or the merged limits are
     not strictly increasing.
     """
-    validate(layers)
-    scale = layers.get("scale", default=DEFAULT_SCALE)
-    values = profile(scale)
-    sources = dict.fromkeys(THRESHOLD_LEVELS, f"profile:{scale}")
+    return Resolver(layers, roles).for_mount(mount)
 
-    _apply_global(layers, values, sources)
-    _apply_roles(layers, values, sources, node_roles(layers) if roles is None else roles)
-    if mount is not None:
-        _apply_mounts(layers, values, sources, mount)
-    _check_increasing(values, sources, mount)
-    return Limits(values=values, sources=sources)
+
+class Resolver:
+    """Validates the configuration once, then resolves the Limits of any number of mounts."""
+
+    def __init__(self, layers, roles=None):
+        validate(layers)
+        self.layers = layers
+        self.scale = layers.get("scale", default=DEFAULT_SCALE)
+        self.roles = node_roles(layers) if roles is None else roles
+
+    def for_mount(self, mount=None):
+        values = profile(self.scale)
+        sources = dict.fromkeys(THRESHOLD_LEVELS, f"profile:{self.scale}")
+        _apply_global(self.layers, values, sources)
+        _apply_roles(self.layers, values, sources, self.roles)
+        if mount is not None:
+            _apply_mounts(self.layers, values, sources, mount)
+        _check_increasing(values, sources, mount)
+        return Limits(values=values, sources=sources)
 
 
 def _apply_global(layers, values, sources):
