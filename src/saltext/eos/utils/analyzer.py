@@ -136,7 +136,7 @@ def analyze(layers, cachedir, mount=None, record=True, now=None, statvfs=os.stat
 
 def estimate_growth(samples, figures, opts, now):
     return growth.estimate(
-        [(t, used) for t, used, _total in samples],
+        samples,
         now=now,
         window_seconds=opts.growth_window,
         min_samples=opts.growth_min_samples,

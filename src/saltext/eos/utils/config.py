@@ -26,10 +26,11 @@ class Layers:
     def from_salt(cls, opts, pillar=None):
         """Layers from a daemon's opts and (on a minion) its pillar."""
         config_name = "master config" if opts.get("__role") == "master" else "minion config"
+        # `is not None`, not truthiness: len() of Salt's copy-on-write opts walks every key.
         return cls(
             [
-                (config_name, (opts or {}).get("eos")),
-                ("pillar", (pillar or {}).get("eos")),
+                (config_name, opts.get("eos") if opts is not None else None),
+                ("pillar", pillar.get("eos") if pillar is not None else None),
             ]
         )
 

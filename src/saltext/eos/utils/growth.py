@@ -17,6 +17,9 @@ Until the history spans ``min_span_seconds`` with ``min_samples`` samples the es
 None: no data is not the same as no growth.
 """
 
+import bisect
+import itertools
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -30,7 +33,7 @@ JUMP_MADS = 8.0
 # MAD scaled to a standard deviation under normal noise.
 MAD_TO_SIGMA = 1.4826
 # Theil-Sen is quadratic in the number of points; a longer series is thinned to this many.
-MAX_POINTS = 64
+MAX_POINTS = 32
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,10 @@ def estimate(
     min_jump_bytes=0,
 ):
     """
-    Estimate growth from ``samples``, a sequence of (timestamp, used_bytes), oldest first.
+    Estimate growth from ``samples``, a sequence of (timestamp, used_bytes, ...) tuples.
 
     Only samples inside ``window_seconds`` before ``now`` (default: the newest sample) count.
+    Items after the first two are ignored, so history records can be passed as they are.
     """
     window = _windowed(samples, now, window_seconds)
     span = window[-1][0] - window[0][0] if len(window) > 1 else 0.0
@@ -90,20 +94,24 @@ def time_to_full_seconds(free_bytes, bytes_per_second):
 
 
 def _windowed(samples, now, window_seconds):
-    ordered = sorted((float(t), float(used)) for t, used in samples)
+    """(timestamp, used) pairs inside the window, oldest first; non-finite ones dropped."""
+    ordered = sorted(samples)
     if not ordered:
         return []
     end = ordered[-1][0] if now is None else float(now)
-    return [(t, used) for t, used in ordered if end - window_seconds <= t <= end]
+    first = bisect.bisect_left(ordered, (end - window_seconds,))
+    last = bisect.bisect_right(ordered, (end, math.inf))
+    return ordered[first:last]
 
 
-def _thinned(series):
-    """At most MAX_POINTS evenly spaced samples, keeping the first and the last."""
-    if len(series) <= MAX_POINTS:
-        return series
-    last = len(series) - 1
-    picks = sorted({round(k * last / (MAX_POINTS - 1)) for k in range(MAX_POINTS)})
-    return [series[i] for i in picks]
+def _thinned(window):
+    """At most MAX_POINTS evenly spaced (timestamp, used) floats, keeping first and last."""
+    if len(window) > MAX_POINTS:
+        last = len(window) - 1
+        picks = sorted({round(k * last / (MAX_POINTS - 1)) for k in range(MAX_POINTS)})
+        window = [window[i] for i in picks]
+    points = [(float(sample[0]), float(sample[1])) for sample in window]
+    return [(t, used) for t, used in points if math.isfinite(t) and math.isfinite(used)]
 
 
 def _jump_indices(series, min_jump_bytes):
@@ -131,22 +139,21 @@ def _jump_indices(series, min_jump_bytes):
 
 def _segmented_theil_sen(series, jump_after):
     """Median slope over pairs that do not straddle a jump."""
-    segment_of = []
-    segment = 0
-    jumps = set(jump_after)
-    for i in range(len(series)):
-        segment_of.append(segment)
-        if i in jumps:
-            segment += 1
-    slopes = [
-        (series[j][1] - series[i][1]) / (series[j][0] - series[i][0])
-        for i in range(len(series))
-        for j in range(i + 1, len(series))
-        if segment_of[i] == segment_of[j] and series[j][0] > series[i][0]
-    ]
-    if not slopes:
-        return 0.0
-    return statistics.median(slopes)
+    slopes = []
+    for segment in _segments(series, jump_after):
+        for (t1, used1), (t2, used2) in itertools.combinations(segment, 2):
+            if t2 > t1:
+                slopes.append((used2 - used1) / (t2 - t1))
+    return statistics.median(slopes) if slopes else 0.0
+
+
+def _segments(series, jump_after):
+    """The runs of samples between jumps."""
+    start = 0
+    for i in jump_after:
+        yield series[start : i + 1]
+        start = i + 1
+    yield series[start:]
 
 
 def _trough_slope(series, jump_after, cleanups):

@@ -10,7 +10,10 @@ rename) with the newest ``max_samples`` that are younger than ``max_age_seconds`
 never grows without bound.
 """
 
+import array
+import bisect
 import contextlib
+import math
 import os
 import struct
 import tempfile
@@ -50,25 +53,34 @@ class History:
         """Append a sample unless the last one is younger than min_interval_seconds."""
         now = time.time() if now is None else now
         path = self.path_for(mount)
-        stored = self._read(path)
-        if stored and now - stored[-1][0] < self.min_interval_seconds:
-            return False
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         sample = (float(now), float(used_bytes), float(total_bytes))
-        if len(stored) + 1 >= 2 * self.max_samples:
-            self._rewrite(path, [*self._fresh(stored, now), sample][-self.max_samples :])
-        else:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
+        # Only the last record and the file's length are read: recording stays O(1).
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            records, torn = divmod(size, RECORD.size)
+            if torn:
+                # A crash mid-append; drop the partial record so that appends stay aligned.
+                os.ftruncate(fd, records * RECORD.size)
+            if records:
+                last = RECORD.unpack(os.pread(fd, RECORD.size, (records - 1) * RECORD.size))
+                if now - last[0] < self.min_interval_seconds:
+                    return False
+            if records + 1 < 2 * self.max_samples:
                 os.write(fd, RECORD.pack(*sample))
-            finally:
-                os.close(fd)
+                return True
+        finally:
+            os.close(fd)
+        stored = self._fresh(self._read(path), now)
+        self._rewrite(path, [*stored, sample][-self.max_samples :])
         return True
 
     def _fresh(self, samples, now):
         now = time.time() if now is None else now
-        oldest = now - self.max_age_seconds
-        return [sample for sample in samples if sample[0] >= oldest]
+        # Samples are appended in time order; sorting an ordered list is one linear pass.
+        ordered = sorted(samples)
+        return ordered[bisect.bisect_left(ordered, (now - self.max_age_seconds,)) :]
 
     @staticmethod
     def _read(path):
@@ -77,14 +89,13 @@ class History:
                 data = handle.read()
         except FileNotFoundError:
             return []
-        # A torn last record (crash mid-write) is dropped, and so is any non-finite value.
-        whole = len(data) - len(data) % RECORD.size
-        # x - x is 0 for every finite x and NaN for NaN and the infinities.
-        return [
-            (t, used, total)
-            for t, used, total in RECORD.iter_unpack(data[:whole])
-            if t - t == 0 and used - used == 0 and total - total == 0
-        ]
+        # A torn last record (crash mid-write) is dropped.
+        data = data[: len(data) - len(data) % RECORD.size]
+        samples = list(RECORD.iter_unpack(data))
+        # One C-level sum tells whether any value is NaN or infinite; only then filter.
+        if not math.isfinite(math.fsum(array.array("d", data))):
+            samples = [sample for sample in samples if all(map(math.isfinite, sample))]
+        return samples
 
     def _rewrite(self, path, samples):
         fd, temp_path = tempfile.mkstemp(dir=self.directory, prefix=".samples-")
