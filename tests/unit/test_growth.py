@@ -27,7 +27,7 @@ def per_hour(estimate):
 def test_linear_growth_is_exact():
     estimate = growth.estimate(series(1 * GIB))
     assert per_hour(estimate) == pytest.approx(1 * GIB, rel=1e-6)
-    assert estimate.method == "theil-sen"
+    assert estimate.method == "median-slope"
 
 
 def test_noisy_linear_growth_within_five_percent():
@@ -85,7 +85,7 @@ def test_single_manual_cleanup_keeps_the_fill_rate():
     points = series(1 * GIB)
     points = [(t, used - (30 * GIB if t >= 4 * HOUR else 0)) for t, used in points]
     estimate = growth.estimate(points)
-    assert estimate.method == "theil-sen"
+    assert estimate.method == "median-slope"
     assert per_hour(estimate) == pytest.approx(1 * GIB, rel=0.05)
 
 
@@ -130,3 +130,20 @@ def test_time_to_full():
     assert growth.time_to_full_seconds(0, 1.0) == 0
     assert growth.time_to_full_seconds(100, None) is None
     assert growth.time_to_full_seconds(100, 0.0) is None
+
+
+def test_a_few_wild_samples_do_not_move_the_slope():
+    points = series(1 * GIB, noise=0.05 * GIB)
+    for i in (10, 30, 50):
+        t, used = points[i]
+        points[i] = (t, used + 40 * GIB * (1 if i != 30 else -1))
+    estimate = growth.estimate(points, min_jump_bytes=0.5 * GIB)
+    assert per_hour(estimate) == pytest.approx(1 * GIB, rel=0.05)
+
+
+def test_long_noisy_history_thinned_to_max_points():
+    points = series(0.5 * GIB, hours=6, every=30, noise=0.1 * GIB)
+    assert len(points) > growth.MAX_POINTS
+    assert per_hour(growth.estimate(points, min_jump_bytes=0.5 * GIB)) == pytest.approx(
+        0.5 * GIB, rel=0.05
+    )
