@@ -1,0 +1,183 @@
+"""
+Storage reports as Prometheus metrics, for node_exporter's textfile collector.
+
+``render`` turns the reports of ``analyzer.analyze`` into the Prometheus text exposition
+format; ``write_atomically`` puts that text in place so the collector never reads half a file.
+Every sample carries the labels ``mount``, ``device`` and ``fstype`` (and ``minion`` when a
+minion id is given).
+"""
+
+import contextlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+
+from saltext.eos.utils import thresholds
+
+DEFAULT_TEXTFILE = "/var/lib/node_exporter/textfile_collector/eos_storage.prom"
+FILE_MODE = 0o644
+SECONDS_PER_DAY = 86400
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    help: str
+
+
+UP = Family("eos_storage_up", "1 when the mount could be measured, 0 when measuring it failed.")
+USAGE_RATIO = Family(
+    "eos_storage_usage_ratio",
+    "Share of the filesystem in use, 0 to 1; blocks reserved for root count as used, as in df.",
+)
+FREE_BYTES = Family("eos_storage_free_bytes", "Bytes available to unprivileged users.")
+INODE_RATIO = Family(
+    "eos_storage_inode_ratio", "Share of the inodes in use, 0 to 1 (absent without inodes)."
+)
+LEVEL = Family(
+    "eos_storage_level",
+    "Threshold level reached, as an index into: " + ", ".join(thresholds.LEVELS) + ".",
+)
+GROWTH = Family(
+    "eos_storage_growth_bytes_per_second",
+    "Estimated growth of the used space (absent until enough history exists).",
+)
+TIME_TO_FULL = Family(
+    "eos_storage_time_to_full_seconds",
+    "Estimated seconds until the filesystem is full (absent when not growing or unknown).",
+)
+FAMILIES = (UP, USAGE_RATIO, FREE_BYTES, INODE_RATIO, LEVEL, GROWTH, TIME_TO_FULL)
+
+
+@dataclass(frozen=True)
+class Sample:
+    family: Family
+    labels: tuple
+    value: float
+
+
+def render(reports, minion_id=None):
+    """The reports ({mount: report}) as Prometheus text, one HELP and TYPE per metric."""
+    return exposition(samples(reports, minion_id))
+
+
+def samples(reports, minion_id=None):
+    """Every sample of the reports; values that are unknown (None) give no sample."""
+    collected = []
+    for mount, report in sorted(reports.items()):
+        labels = mount_labels(mount, report, minion_id)
+        for family, value in mount_values(report).items():
+            if value is not None:
+                collected.append(Sample(family, labels, value))
+    return collected
+
+
+def mount_labels(mount, report, minion_id=None):
+    labels = [("mount", mount), ("device", report.get("device")), ("fstype", report.get("fstype"))]
+    if minion_id is not None:
+        labels.append(("minion", minion_id))
+    return tuple((name, "" if value is None else str(value)) for name, value in labels)
+
+
+def mount_values(report):
+    """{family: value or None} of one report; a report with an error only says it is down."""
+    if "error" in report:
+        return {UP: 0}
+    growth_per_day = report.get("growth_bytes_per_day")
+    return {
+        UP: 1,
+        USAGE_RATIO: _ratio(report["usage_percent"]),
+        FREE_BYTES: report["free_bytes"],
+        INODE_RATIO: _ratio(report.get("inode_percent")),
+        LEVEL: thresholds.level_rank(report["level"]),
+        GROWTH: None if growth_per_day is None else growth_per_day / SECONDS_PER_DAY,
+        TIME_TO_FULL: report.get("time_to_full_seconds"),
+    }
+
+
+def _ratio(percent):
+    # Rounded so that 62.43 percent reads 0.6243, not 0.6243000000000001.
+    return None if percent is None else round(percent / 100, 6)
+
+
+def exposition(collected):
+    """Samples as exposition text; each family's samples stay together, as the format requires."""
+    lines = []
+    for family in FAMILIES:
+        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
+        lines.append(f"# TYPE {family.name} gauge")
+        lines.extend(
+            f"{family.name}{_label_set(sample.labels)} {_number(sample.value)}"
+            for sample in collected
+            if sample.family == family
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _label_set(labels):
+    return "{" + ",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels) + "}"
+
+
+def escape_label_value(value):
+    """A label value as the exposition format wants it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text):
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+class MissingDirectory(FileNotFoundError):
+    """The directory the metrics file should go in does not exist."""
+
+
+def check_target(path):
+    """Raise MissingDirectory unless the directory of ``path`` exists (none is ever created)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise MissingDirectory(f"{path}: directory {directory} does not exist")
+    return directory
+
+
+def write_atomically(path, text):
+    """
+    Replace ``path`` with ``text`` (mode 0644) so a reader sees the old file or the new one.
+
+    The temporary file sits in the same directory, which rename needs to be atomic, and its
+    name starts with a dot and lacks ``.prom`` so the textfile collector never reads it.
+    """
+    directory = check_target(path)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            os.fchmod(stream.fileno(), FILE_MODE)
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _sync_directory(directory)
+
+
+def _sync_directory(directory):
+    # Without this the rename itself may not survive a crash.
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
