@@ -150,3 +150,9 @@ def test_actions_include_every_lower_level():
 def test_worse_picks_the_higher_level():
     assert thresholds.worse("warning", "cleanup") == "cleanup"
     assert thresholds.worse("none", "none") == "none"
+
+
+def test_an_unordered_mount_override_is_an_error_even_for_other_mounts():
+    conf = {"thresholds": {"mounts": {"/srv/*": {"compress": 50}}}}
+    with pytest.raises(thresholds.InvalidThresholds, match="for mount /srv/\\*"):
+        thresholds.effective(layers(pillar=conf), mount="/")

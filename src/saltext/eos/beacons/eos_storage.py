@@ -66,9 +66,9 @@ def validate(config_list):
         return False, "eos_storage beacon: configuration must be a list of single-key mappings"
     layers = _layers()
     try:
-        settings = watch.settings(salt.utils.beacons.list_to_dict(config_list))
+        settings = watch.settings(_beacon_config(config_list))
         analyzer.settings(layers)
-        thresholds.validate(watch.beacon_layers(layers, settings))
+        thresholds.Resolver(watch.beacon_layers(layers, settings))
     except config.InvalidConfig as err:
         return False, str(err)
     return True, "Valid beacon configuration"
@@ -80,7 +80,7 @@ def beacon(config_list):
 
     Salt calls this every ``interval``; nothing is returned while levels are unchanged.
     """
-    beacon_config = salt.utils.beacons.list_to_dict(config_list)
+    beacon_config = _beacon_config(config_list)
     try:
         current = _watch(beacon_config)
         events, reports = current.check()
@@ -90,6 +90,12 @@ def beacon(config_list):
     if current.settings.textfile:
         _write_textfile(current.settings.textfile, reports)
     return events
+
+
+def _beacon_config(config_list):
+    # Salt adds hidden options such as _beacon_name; a copy keeps the caller's list intact.
+    visible = salt.utils.beacons.remove_hidden_options(list(config_list), [])
+    return salt.utils.beacons.list_to_dict(visible)
 
 
 def _layers():

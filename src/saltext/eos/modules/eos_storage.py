@@ -22,6 +22,65 @@ Configuration (minion config or pillar; pillar wins), every key optional:
 
 Every ``analyze`` records one sample per mount in a bounded history under the minion
 cachedir; growth and time to full come from that history once it spans enough time.
+
+``metrics`` writes the same figures as Prometheus metrics for node_exporter's textfile
+collector (see docs/metrics.md); the file it writes by default:
+
+.. code-block:: yaml
+
+    eos:
+      metrics:
+        textfile: /var/lib/node_exporter/textfile_collector/eos_storage.prom
+
+Space recovery (``cleanup``, ``diagnose``, ``restore_services``) reads ``eos:cleanup``; every
+key is optional and the defaults are shown (see docs/cleanup.md for each step):
+
+.. code-block:: yaml
+
+    eos:
+      cleanup:
+        # compress
+        log_dirs: [/var/log]
+        log_exclude: ["*.journal", "*.journal~", wtmp, btmp, lastlog, faillog]
+        compress_after_days: 7
+        compress_level: 6
+        # cleanup
+        package_caches:             # tool: cache directories; [] disables a tool
+          apt: [/var/cache/apt]
+          dnf: [/var/cache/dnf]
+          yum: [/var/cache/yum]
+          zypper: [/var/cache/zypp/packages]
+        tmp_dirs: [/tmp, /var/tmp]
+        tmp_after_days: 7           # atime, mtime and ctime must all be older
+        docker_prune: true
+        docker_prune_volumes: false
+        docker_root: /var/lib/docker
+        journal_dirs: [/var/log/journal]
+        journal_max_size: 500M
+        # degrade
+        services: [jenkins, gitlab-runner, elasticsearch]
+        # emergency
+        user_cache_dirs: [/root/.cache]
+        user_cache_after_days: 0
+        rotated_after_days: 1
+        emergency_journal_max_size: 100M
+        truncate_over: 100M
+        # every level
+        preserve_paths: []          # paths or globs added to the critical data; always win
+        target_margin: 5            # default target: the level's threshold minus this
+        max_listed_files: 100
+        command_timeout: 1800
+
+Critical data is never touched, whatever the settings: ``/etc``, ``/var/lib/mysql``,
+``/var/lib/postgresql``, ``/var/lib/vault``, ``/home``, ``*.key``, ``*.crt``, ``*.pem``.
+
+Events:
+
+``eos/storage/cleanup/<minion id>``
+    After every real (not dry) cleanup run; the data is the cleanup result.
+``eos/storage/critical``
+    From ``cleanup level=critical``: ``{mount, usage, diagnosis}``. Nothing was deleted; a
+    human must act.
 """
 
 import logging
@@ -30,7 +89,9 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import analyzer
+from saltext.eos.utils import cleanup as cleanup_engine
 from saltext.eos.utils import config
+from saltext.eos.utils import metrics as prometheus
 from saltext.eos.utils import mounts
 from saltext.eos.utils import thresholds as threshold_engine
 from saltext.eos.utils import walk
@@ -134,6 +195,53 @@ def top(mount="/", n=10, time_budget=10):
         raise SaltInvocationError(str(err)) from err
 
 
+def metrics(path=None):
+    """
+    Write every real filesystem's figures as Prometheus metrics for node_exporter.
+
+    The file is replaced atomically (mode 0644), so the textfile collector never reads half
+    of it. Like ``analyze``, each call records a history sample per mount.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_storage.metrics
+        salt '*' eos_storage.metrics path=/var/lib/prometheus/node-exporter/eos_storage.prom
+
+    path
+        The file to write; default ``eos:metrics:textfile``, else
+        ``/var/lib/node_exporter/textfile_collector/eos_storage.prom``. Its directory must
+        exist: none is created.
+
+    Returns the path, the number of samples (``metrics``) and the size of the file in bytes.
+    Every sample is labelled with mount, device, fstype and this minion's id.
+    """
+    target = _metrics_path(path)
+    try:
+        # Checked before measuring, so a wrong path records no history either.
+        prometheus.check_target(target)
+    except prometheus.MissingDirectory as err:
+        raise CommandExecutionError(str(err)) from err
+    collected = prometheus.samples(analyze(), minion_id=__opts__.get("id"))
+    text = prometheus.exposition(collected)
+    try:
+        prometheus.write_atomically(target, text)
+    except OSError as err:
+        raise CommandExecutionError(f"{target}: cannot write metrics: {err}") from err
+    return {"path": target, "metrics": len(collected), "bytes": len(text.encode())}
+
+
+def _metrics_path(path):
+    if path is not None:
+        return str(path)
+    value = _layers().get("metrics", "textfile", default=prometheus.DEFAULT_TEXTFILE)
+    if not isinstance(value, str) or not value:
+        key = config.key_name("metrics", "textfile")
+        raise CommandExecutionError(f"{key}: {value!r} is not a file path")
+    return value
+
+
 def _whole_number(value, name):
     # The CLI hands "10" as an int already; a string here is a typo such as n=ten.
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -141,3 +249,196 @@ def _whole_number(value, name):
     if isinstance(value, bool) or not isinstance(value, int):
         raise SaltInvocationError(f"{name}: {value!r} is not a whole number")
     return value
+
+
+def cleanup(level, mount="/", dry_run=None, target_percent=None, services=True):
+    """
+    Recover space on one filesystem in escalating steps, stopping once it is under a target.
+
+    Each level runs the steps of the levels below it first, cheapest and least valuable
+    first: ``compress`` gzips old logs; ``cleanup`` also cleans package caches, old files in
+    /tmp and /var/tmp, docker and the journal; ``degrade`` also stops the configured
+    non-essential services (``eos_storage.restore_services`` starts them again);
+    ``emergency`` also deletes user caches and rotated logs, vacuums the journal harder and
+    truncates huge live logs. ``critical`` deletes nothing: it fires ``eos/storage/critical``
+    with a diagnosis and returns it, since a human must act.
+
+    Only configured directories on this filesystem are touched, symlinks are never followed,
+    and critical data and ``eos:cleanup:preserve_paths`` are never touched. A second real run
+    while one is going on is refused.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_storage.cleanup level=compress
+        salt '*' eos_storage.cleanup level=cleanup mount=/var dry_run=True
+        salt '*' eos_storage.cleanup level=emergency mount=/var dry_run=False target_percent=70
+
+    level
+        compress, cleanup, degrade, emergency or critical.
+    mount
+        The mount point to clean (default ``/``). A path that is not a mount point is an error.
+    dry_run
+        List what each step would free, change nothing. Defaults to False for compress and
+        cleanup, and to True for degrade and emergency, which act only with dry_run=False.
+    target_percent
+        Stop once usage is below this (0 < N < 100). Default: the threshold of the level
+        (``degraded`` for degrade) minus ``eos:cleanup:target_margin``.
+    services
+        False skips the degrade step (stopping services) while still running the file steps
+        of the level; the storage_emergency orchestration tries files first this way.
+
+    Returns mount, level, dry_run, before_percent, after_percent, freed_bytes,
+    target_percent, target_reached and steps: for each step its name, files
+    ([{path, bytes}], the largest ``max_listed_files`` of them), files_not_listed,
+    freed_bytes, skipped, skip_reason (for example the target was reached), errors and kept
+    (files a safety rule kept, with the reason). A real run also fires
+    ``eos/storage/cleanup/<minion id>`` with this result, and exits non-zero when the target
+    was not reached, so scripts and orchestrations can tell.
+    """
+    if not isinstance(services, bool):
+        raise SaltInvocationError(f"services: {services!r} is not True or False")
+    try:
+        req = cleanup_engine.request(level, dry_run=dry_run, target_percent=target_percent)
+        point = mounts.find(mount).mountpoint
+    except (cleanup_engine.InvalidRequest, mounts.UnknownMount) as err:
+        raise SaltInvocationError(str(err)) from err
+    layers = _layers()
+    cleanup_settings = _cleanup_settings(layers)
+    fs = cleanup_engine.Filesystem.at(point)
+    if req.level == cleanup_engine.CRITICAL_LEVEL:
+        return _declare_critical(fs, cleanup_settings, fire=not req.dry_run)
+    target = req.target_percent
+    if target is None:
+        try:
+            limits = threshold_engine.effective(layers, mount=point)
+            target = cleanup_engine.default_target(
+                req.level, limits, cleanup_settings.target_margin
+            )
+        except config.InvalidConfig as err:
+            raise CommandExecutionError(str(err)) from err
+    try:
+        result = cleanup_engine.cleanup(
+            fs,
+            req,
+            target,
+            cleanup_settings,
+            _cleanup_world(),
+            _cleanup_state_dir(),
+            keep_services=not services,
+        )
+    except cleanup_engine.CleanupBusy as err:
+        raise CommandExecutionError(str(err)) from err
+    if not result["dry_run"]:
+        _send_event(f"eos/storage/cleanup/{__grains__['id']}", result)
+        if not result["target_reached"]:
+            __context__["retcode"] = 1
+    return result
+
+
+def diagnose(mount="/", n=10, time_budget=10):
+    """
+    What fills a filesystem and what cleanup could get back from it; nothing is changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_storage.diagnose
+        salt '*' eos_storage.diagnose /var n=20
+
+    mount
+        A mount point (default ``/``).
+    n
+        How many of the largest directories and files to list.
+    time_budget
+        Seconds the walk for the largest entries may take.
+
+    Returns mount, usage_percent, largest (``eos_storage.top``'s answer), reclaimable bytes
+    per category (logs, caches, tmp, containers, journal) as the emergency dry run predicts
+    them, reclaimable_bytes (their sum) and reclaimable_steps (the prediction per step).
+    """
+    cleanup_settings = _cleanup_settings(_layers())
+    try:
+        point = mounts.find(mount).mountpoint
+        largest = walk.largest(point, n=_whole_number(n, "n"), time_budget_seconds=time_budget)
+    except (mounts.UnknownMount, walk.InvalidWalk) as err:
+        raise SaltInvocationError(str(err)) from err
+    return _diagnosis(cleanup_engine.Filesystem.at(point), cleanup_settings, largest)
+
+
+def restore_services():
+    """
+    Start again the services that a degrade cleanup stopped, and forget them.
+
+    Services that fail to start stay remembered, so a later call retries them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_storage.restore_services
+
+    Returns started (names) and failed ({name: why}).
+    """
+    directory = _cleanup_state_dir()
+    try:
+        with cleanup_engine.exclusive(directory):
+            return cleanup_engine.DegradedServices(directory).restore(
+                start=__salt__["service.start"]
+            )
+    except cleanup_engine.CleanupBusy as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def _cleanup_settings(layers):
+    try:
+        return cleanup_engine.settings(layers)
+    except config.InvalidConfig as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def _cleanup_state_dir():
+    return cleanup_engine.state_dir(__opts__["cachedir"])
+
+
+def _cleanup_world():
+    return cleanup_engine.World(
+        service_running=__salt__["service.status"],
+        service_stop=__salt__["service.stop"],
+    )
+
+
+def _diagnosis(fs, cleanup_settings, largest):
+    recoverable = cleanup_engine.reclaimable(fs, cleanup_settings, _cleanup_world())
+    return {
+        "mount": fs.mount_point,
+        "usage_percent": recoverable["usage_percent"],
+        "largest": largest,
+        "reclaimable": recoverable["by_category"],
+        "reclaimable_bytes": recoverable["total_bytes"],
+        "reclaimable_steps": recoverable["steps"],
+    }
+
+
+def _declare_critical(fs, cleanup_settings, fire):
+    diagnosis = _diagnosis(fs, cleanup_settings, walk.largest(fs.mount_point))
+    if fire:
+        _send_event(
+            "eos/storage/critical",
+            {"mount": fs.mount_point, "usage": diagnosis["usage_percent"], "diagnosis": diagnosis},
+        )
+    return {
+        **diagnosis,
+        "level": cleanup_engine.CRITICAL_LEVEL,
+        "comment": "nothing was deleted: this filesystem needs a human",
+    }
+
+
+def _send_event(tag, data):
+    # The work is done whether or not the event bus takes the news; a failure is only logged.
+    try:
+        __salt__["event.send"](tag, data)
+    except Exception as err:  # whatever the transport raised, the result still stands
+        log.warning("Could not send event %s: %s", tag, err)

@@ -167,6 +167,9 @@ class Resolver:
         self.layers = layers
         self.scale = layers.get("scale", default=DEFAULT_SCALE)
         self.roles = node_roles(layers) if roles is None else roles
+        # A mount override must be usable on the mounts it names, even before one exists.
+        for pattern in layers.keys("thresholds", "mounts"):
+            self.for_mount(pattern)
 
     def for_mount(self, mount=None):
         values = profile(self.scale)

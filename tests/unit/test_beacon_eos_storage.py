@@ -1,0 +1,57 @@
+"""The beacon loader module: validate() messages, Salt's hidden options, events."""
+
+import pytest
+
+from saltext.eos.beacons import eos_storage as beacon_module
+
+
+@pytest.fixture
+def configure_loader_modules(tmp_path):
+    beacon_module._WATCHES.clear()
+    return {beacon_module: {"__opts__": {"cachedir": str(tmp_path), "id": "node-1"}}}
+
+
+def test_valid_configuration_with_salts_hidden_options():
+    config = [{"interval": 60}, {"mounts": ["/"]}, {"_beacon_name": "eos_storage"}]
+    assert beacon_module.validate(config) == (True, "Valid beacon configuration")
+    # The caller's list is left as it was.
+    assert {"_beacon_name": "eos_storage"} in config
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"hysteresis": -2}, "hysteresis: -2 must be >= 0"),
+        ({"for": "two"}, "for: 'two' is not a number"),
+        ({"thresholds": {"/": {"warning": 95}}}, "strictly increasing"),
+        ({"mounts": "/"}, "mounts: '/' is not a list of globs"),
+    ],
+)
+def test_invalid_configuration_names_the_key(config, message):
+    valid, text = beacon_module.validate([config])
+    assert not valid
+    assert message in text
+
+
+def test_not_a_list_is_refused():
+    valid, text = beacon_module.validate({"mounts": ["/"]})
+    assert not valid
+    assert "must be a list" in text
+
+
+def test_root_fires_once_then_stays_quiet():
+    # Every level at 1 %: the root filesystem of any machine is at least at warning.
+    limits = {
+        "warning": 0.001,
+        "compress": 99.91,
+        "cleanup": 99.92,
+        "degraded": 99.93,
+        "emergency": 99.94,
+        "critical": 99.95,
+    }
+    config = [{"mounts": ["/"]}, {"thresholds": {"/": limits}}, {"_beacon_name": "eos_storage"}]
+    first = beacon_module.beacon(config)
+    assert [(e["tag"], e["mount"], e["previous_level"]) for e in first] == [
+        ("warning", "/", "none")
+    ]
+    assert beacon_module.beacon(config) == []
