@@ -132,3 +132,55 @@ def test_fill_fire_react_recover_then_silence(event_listener, master, minion, lo
     theirs = beacon_events(event_listener, master, minion, steady_since, name="diskusage")
     assert ours == []
     assert len(theirs) >= 8
+
+
+def fill_at_once(path, percent):
+    """Reserve blocks so that the mount is at ``percent``, in one step the beacon cannot split."""
+    usage = psutil.disk_usage(str(path.parent))
+    wanted = int(percent / 100 * (usage.used + usage.free)) - usage.used
+    with open(path, "wb") as handle:
+        os.posix_fallocate(handle.fileno(), 0, wanted)
+
+
+def cleanup_results(event_listener, master, minion, since, level, timeout=90):
+    pattern = [(master.id, f"eos/storage/cleanup/{minion.id}")]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        results = [
+            event.data["data"]
+            for event in event_listener.get_events(pattern, after_time=since)
+            if event.data["data"]["level"] == level
+        ]
+        if results:
+            return results
+        time.sleep(1)
+    return []
+
+
+def test_emergency_orchestration_stops_services_only_when_files_were_not_enough(
+    event_listener, master, minion, loop_mount, planted
+):
+    # Files are enough: the tmp files left by the first test bring the disk under 80.
+    since = time.time()
+    fill_at_once(loop_mount / "burst.bin", 88)
+    wait_for_level(event_listener, master, minion, "emergency", since)
+    (files_only,) = cleanup_results(event_listener, master, minion, since, "emergency")
+    assert files_only["target_reached"]
+    stop_services = next(s for s in files_only["steps"] if s["name"] == "stop_services")
+    assert stop_services["skipped"]
+    time.sleep(5)
+    assert cleanup_results(event_listener, master, minion, since, "degrade", timeout=1) == []
+
+    # Files are not enough: only data no step may touch is left, so services come next.
+    for leftover in planted["tmp"].iterdir():
+        leftover.unlink()
+    since = time.time()
+    fill_at_once(loop_mount / "precious.bin", 88)
+    wait_for_level(event_listener, master, minion, "emergency", since)
+    (not_enough,) = cleanup_results(event_listener, master, minion, since, "emergency")
+    assert not not_enough["target_reached"]
+    stop_services = next(s for s in not_enough["steps"] if s["name"] == "stop_services")
+    assert "services=False" in stop_services["skip_reason"]
+    assert cleanup_results(event_listener, master, minion, since, "degrade")
+    assert (loop_mount / "precious.bin").exists()
+    assert planted["keep"].exists()
