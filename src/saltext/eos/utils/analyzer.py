@@ -121,11 +121,7 @@ def analyze(layers, cachedir, mount=None, record=True, now=None, statvfs=os.stat
     for entry in selected:
         figures = measured[entry.mountpoint]
         if isinstance(figures, str):
-            reports[entry.mountpoint] = {
-                "device": entry.device,
-                "fstype": entry.fstype,
-                "error": figures,
-            }
+            reports[entry.mountpoint] = error_report(entry, figures)
             continue
         if record:
             store.record(entry.mountpoint, figures.used_bytes, figures.total_bytes, now=now)
@@ -143,6 +139,11 @@ def estimate_growth(samples, figures, opts, now):
         min_span_seconds=opts.growth_min_span,
         min_jump_bytes=figures.total_bytes * MIN_JUMP_FRACTION,
     )
+
+
+def error_report(entry, message):
+    """The report of a mount that could not be measured."""
+    return {"device": entry.device, "fstype": entry.fstype, "error": message}
 
 
 def report(entry, figures, limits, estimate):

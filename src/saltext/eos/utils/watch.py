@@ -247,11 +247,7 @@ class Watch:
         for entry in watched:
             figures = measured[entry.mountpoint]
             if isinstance(figures, str):
-                reports[entry.mountpoint] = {
-                    "device": entry.device,
-                    "fstype": entry.fstype,
-                    "error": figures,
-                }
+                reports[entry.mountpoint] = analyzer.error_report(entry, figures)
                 continue
             report, event = self._check_mount(entry, figures, now)
             reports[entry.mountpoint] = report
