@@ -14,7 +14,10 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/python scripts/demo.py
 
+# As root, system packages some tests need (loop filesystems, redis) are installed first;
+# elsewhere those tests skip with the reason.
 test: $(STAMP)
+	bash .ci/install-deps
 	$(VENV)/bin/python -m pytest tests
 
 lint: $(STAMP)

@@ -81,6 +81,18 @@ Events:
 ``eos/storage/critical``
     From ``cleanup level=critical``: ``{mount, usage, diagnosis}``. Nothing was deleted; a
     human must act.
+
+Filesystem advice and provisioning (``recommend_filesystem``, ``filesystems``,
+``provision``; see docs/filesystems.md). ``filesystems`` learns a mount's workload from
+mount point globs, added to the well-known paths (/var/lib/postgresql, /var/lib/docker, ...):
+
+.. code-block:: yaml
+
+    eos:
+      filesystems:
+        workloads:
+          "/srv/pg*": database
+          "/data/media": media
 """
 
 import logging
@@ -91,8 +103,10 @@ from salt.exceptions import SaltInvocationError
 from saltext.eos.utils import analyzer
 from saltext.eos.utils import cleanup as cleanup_engine
 from saltext.eos.utils import config
+from saltext.eos.utils import fsadvice
 from saltext.eos.utils import metrics as prometheus
 from saltext.eos.utils import mounts
+from saltext.eos.utils import provision as provision_engine
 from saltext.eos.utils import thresholds as threshold_engine
 from saltext.eos.utils import walk
 
@@ -442,3 +456,211 @@ def _send_event(tag, data):
         __salt__["event.send"](tag, data)
     except Exception as err:  # whatever the transport raised, the result still stands
         log.warning("Could not send event %s: %s", tag, err)
+
+
+# ----------------------------------------------------------------------------- filesystems
+
+
+def _run_command(argv):
+    result = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
+    return fsadvice.Completed(result["retcode"], result["stdout"], result["stderr"])
+
+
+def _fs_host():
+    return fsadvice.Host(run=_run_command)
+
+
+def recommend_filesystem(workload, device=None, allow_unsafe=False):
+    """
+    The filesystem, mkfs options and mount options that suit a workload, with the reason.
+
+    The workload's usual choice is refined with what this minion and the device say: the
+    kernel must support the filesystem (/proc/filesystems, then a module probe), its mkfs
+    must be installed and the device large enough; an SSD gets lighter btrfs compression, a
+    small btrfs mixed block groups. When the usual choice is not usable the best usable
+    alternative is recommended and the reason says why.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_storage.recommend_filesystem database
+        salt '*' eos_storage.recommend_filesystem backup device=/dev/sdb
+        salt '*' eos_storage.recommend_filesystem high-performance allow_unsafe=True
+
+    workload
+        database, container, backup, media, general, high-performance, snapshots or
+        distributed (which points to a distributed store; its alternatives are for the
+        store's local data).
+    device
+        A block device; its size and rotational flag refine the advice.
+    allow_unsafe
+        Add the mount options that trade crash safety for speed (nobarrier, data=writeback)
+        where the filesystem accepts them, each with a warning. Never the default.
+
+    Returns filesystem (null for distributed), mkfs_options, mount_options, reason, notes,
+    warnings, device_facts and alternatives (each with usable and why_not).
+    """
+    if not isinstance(allow_unsafe, bool):
+        raise SaltInvocationError(f"allow_unsafe: {allow_unsafe!r} is not True or False")
+    try:
+        facts = fsadvice.device_facts(device) if device is not None else None
+        advice = fsadvice.recommend(workload, facts, _fs_host(), allow_unsafe=allow_unsafe)
+    except fsadvice.InvalidAdvice as err:
+        raise SaltInvocationError(str(err)) from err
+    except fsadvice.NoUsableFilesystem as err:
+        raise CommandExecutionError(str(err)) from err
+    return advice.as_dict()
+
+
+def filesystems(mount=None):
+    """
+    The mounted filesystems with their live options and the advice that applies to them.
+
+    A mount's workload comes from ``eos:filesystems:workloads`` (mount point globs) over the
+    well-known paths (/var/lib/postgresql: database, /var/lib/docker: container, ...). The
+    advice flags options that risk data on a power failure, and a filesystem or missing
+    options that the workload's advice does not match, such as a database on ext4 without
+    noatime.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_storage.filesystems
+        salt '*' eos_storage.filesystems /var/lib/postgresql
+
+    mount
+        Only this mount point. A path that is not a mount point is an error.
+
+    Returns {mount point: {device, fstype, options, workload, workload_from, advice}}, each
+    advice a {severity, message}.
+    """
+    try:
+        paths = fsadvice.workload_paths(_layers())
+    except config.InvalidConfig as err:
+        raise CommandExecutionError(str(err)) from err
+    try:
+        selected = [mounts.find(mount)] if mount is not None else mounts.real_mounts()
+    except mounts.UnknownMount as err:
+        raise SaltInvocationError(str(err)) from err
+    return {entry.mountpoint: fsadvice.mounted_report(entry, paths) for entry in selected}
+
+
+def provision(
+    name,
+    device,
+    workload=None,
+    filesystem=None,
+    options=None,
+    mkfs_options=None,
+    label=None,
+    persist=True,
+    force=False,
+    user=None,
+    group=None,
+    mode=None,
+    allow_unsafe=False,
+    fstab=provision_engine.FSTAB,
+    test=False,
+):
+    """
+    Make a filesystem on a device, mount it, persist it in fstab by UUID, set owner and mode.
+
+    Each step runs only when it is not done yet, so a second run changes nothing. A device
+    that already holds the filesystem is never formatted. A device holding anything else (a
+    filesystem of another type, a partition table, LVM, RAID or LUKS signatures, unknown
+    data) is formatted only with ``force=True``, and the refusal says what was found. A
+    device mounted elsewhere or used by device-mapper or md is never touched, and a
+    non-empty mount point is mounted over only with ``force=True``. Every check is made
+    before anything changes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_storage.provision /var/lib/postgresql /dev/sdb workload=database
+        salt '*' eos_storage.provision /srv/backup /dev/sdc workload=backup test=True
+        salt '*' eos_storage.provision /data /dev/sdd filesystem=xfs label=data user=app mode=0750
+
+    name
+        The mount point (created when missing).
+    device
+        The block device.
+    workload
+        Chooses the filesystem and its options as ``recommend_filesystem`` does.
+    filesystem
+        ext4, xfs or btrfs; with a workload, that workload's options for it.
+    options
+        Mount options ("noatime,logbsize=256k" or a list), replacing the recommended ones.
+        nobarrier, barrier=0 and data=writeback are refused unless ``allow_unsafe=True``.
+    mkfs_options
+        Extra mkfs arguments, replacing the recommended ones.
+    label
+        The filesystem label; an existing filesystem is relabelled.
+    persist
+        Write the fstab line, by UUID (default True). False leaves fstab alone.
+    force
+        Format a device that holds something else, and mount over a non-empty directory.
+    user, group, mode
+        Owner, group and mode (such as 0750) of the mounted filesystem's root directory.
+    fstab
+        The fstab file (default /etc/fstab); it is replaced atomically.
+    test
+        Report what would be done; change nothing.
+
+    Returns name, device, filesystem, uuid, mkfs_options, mount_options, reason, warnings
+    and changes: {step: {old, new}} for filesystem or label, mount or remount, fstab, owner
+    and mode.
+    """
+    try:
+        facts = fsadvice.device_facts(device)
+        advice = fsadvice.recommend(
+            workload, facts, _fs_host(), filesystem=filesystem, allow_unsafe=allow_unsafe is True
+        )
+        if advice.chosen is None:
+            raise fsadvice.InvalidAdvice(
+                f"workload: {workload!r}: {advice.reason}. Name filesystem= (xfs for a "
+                "GlusterFS brick) to provision local storage for it"
+            )
+        chosen = advice.chosen
+        req = provision_engine.request(
+            name,
+            device,
+            chosen.filesystem,
+            mkfs_options=chosen.mkfs_options if mkfs_options is None else mkfs_options,
+            mount_options=chosen.mount_options if options is None else options,
+            label=label,
+            persist=persist,
+            force=force,
+            user=user,
+            group=group,
+            mode=mode,
+            fstab=fstab,
+            allow_unsafe=allow_unsafe,
+        )
+    except (fsadvice.InvalidAdvice, provision_engine.InvalidRequest) as err:
+        raise SaltInvocationError(str(err)) from err
+    except fsadvice.NoUsableFilesystem as err:
+        raise CommandExecutionError(str(err)) from err
+    system = provision_engine.System(
+        run=_run_command, mount=__salt__["mount.mount"], remount=__salt__["mount.remount"]
+    )
+    try:
+        outcome = (provision_engine.plan if test else provision_engine.apply)(req, system)
+    except (provision_engine.Refused, provision_engine.CommandFailed) as err:
+        raise CommandExecutionError(str(err)) from err
+    except provision_engine.StepFailed as err:
+        raise CommandExecutionError(str(err), info={"changes": err.changes}) from err
+    return {
+        "name": req.mount_point,
+        "device": req.device,
+        "filesystem": req.filesystem,
+        "uuid": outcome.uuid,
+        "mkfs_options": list(req.mkfs_options),
+        "mount_options": list(req.mount_options),
+        "reason": advice.reason,
+        "test": bool(test),
+        "warnings": list(dict.fromkeys([*advice.warnings, *outcome.warnings])),
+        "changes": outcome.changes,
+    }

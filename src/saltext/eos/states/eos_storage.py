@@ -10,6 +10,16 @@ Keep a filesystem below a usage percentage, recovering space progressively when 
 
 The steps, their settings (``eos:cleanup``) and the safety rules are those of
 ``eos_storage.cleanup``; see the execution module and docs/cleanup.md.
+
+Provision a filesystem for a workload: made only on an empty device (unless ``force``),
+mounted, in fstab by UUID (see docs/filesystems.md):
+
+.. code-block:: yaml
+
+    /var/lib/postgresql:
+      eos_storage.provisioned:
+        - device: /dev/sdb
+        - workload: database
 """
 
 from salt.exceptions import CommandExecutionError
@@ -18,6 +28,7 @@ from salt.exceptions import SaltInvocationError
 from saltext.eos.utils import cleanup as cleanup_engine
 from saltext.eos.utils import formatting
 from saltext.eos.utils import mounts
+from saltext.eos.utils import provision as provision_engine
 
 __virtualname__ = "eos_storage"
 
@@ -123,4 +134,91 @@ def _comment(report, percent, testing):
         lines.append(f"usage {outlook} at or above {percent:g}% after every allowed step")
     for step in report["steps"]:
         lines.extend(f"{step['name']}: {error}" for error in step["errors"])
+    return "\n".join(lines)
+
+
+def provisioned(
+    name,
+    device,
+    workload=None,
+    filesystem=None,
+    options=None,
+    mkfs_options=None,
+    label=None,
+    persist=True,
+    force=False,
+    user=None,
+    group=None,
+    mode=None,
+    allow_unsafe=False,
+    fstab=provision_engine.FSTAB,
+):
+    """
+    Ensure ``device`` carries a filesystem mounted at ``name``, in fstab by UUID.
+
+    The filesystem and its options come from ``workload`` (as
+    ``eos_storage.recommend_filesystem`` advises) or from ``filesystem``. A device that
+    already holds another filesystem or data is never formatted unless ``force`` is True;
+    the comment then says what was found. Each step runs only when needed, so a second run
+    changes nothing; with ``test=True`` the changes show what would be done. The arguments
+    are those of ``eos_storage.provision``.
+
+    The changes list each step done: filesystem (or label), mount (or remount), fstab,
+    owner and mode, each as {old, new}.
+
+    .. code-block:: yaml
+
+        /var/lib/postgresql:
+          eos_storage.provisioned:
+            - device: /dev/disk/by-id/nvme-data-1
+            - workload: database
+            - label: pgdata
+            - user: postgres
+            - group: postgres
+            - mode: "0700"
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    testing = bool(__opts__["test"])
+    try:
+        report = __salt__["eos_storage.provision"](
+            name,
+            device,
+            workload=workload,
+            filesystem=filesystem,
+            options=options,
+            mkfs_options=mkfs_options,
+            label=label,
+            persist=persist,
+            force=force,
+            user=user,
+            group=group,
+            mode=mode,
+            allow_unsafe=allow_unsafe,
+            fstab=fstab,
+            test=testing,
+        )
+    except SaltInvocationError as err:
+        return {**ret, "result": False, "comment": str(err)}
+    except CommandExecutionError as err:
+        done = (err.info or {}).get("changes", {})
+        return {**ret, "result": False, "changes": done, "comment": err.error}
+    ret["changes"] = report["changes"]
+    ret["comment"] = _provision_comment(report, testing)
+    if testing and report["changes"]:
+        ret["result"] = None
+    return ret
+
+
+def _provision_comment(report, testing):
+    where = f"{report['filesystem']} on {report['device']} at {report['name']}"
+    if not report["changes"]:
+        lines = [f"{where} is already provisioned"]
+    else:
+        verb = "Would change" if testing else "Changed"
+        lines = [f"{verb} {where}: {', '.join(report['changes'])}"]
+        lines += [
+            f"{step}: {change['old']} -> {change['new']}"
+            for step, change in report["changes"].items()
+        ]
+    lines += [f"warning: {warning}" for warning in report["warnings"]]
     return "\n".join(lines)
