@@ -1,5 +1,7 @@
 """The beacon loader module: validate() messages, Salt's hidden options, events."""
 
+import time
+
 import pytest
 
 from saltext.eos.beacons import eos_storage as beacon_module
@@ -55,3 +57,19 @@ def test_root_fires_once_then_stays_quiet():
         ("warning", "/", "none")
     ]
     assert beacon_module.beacon(config) == []
+
+
+def test_textfile_option_keeps_the_metrics_file_fresh(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    textfile = tmp_path / "eos_storage.prom"
+    config = [{"mounts": ["/"]}, {"textfile": str(textfile)}]
+    beacon_module.beacon(config)
+    families = {f.name: f for f in text_string_to_metric_families(textfile.read_text())}
+    (usage,) = families["eos_storage_usage_ratio"].samples
+    assert usage.labels["mount"] == "/"
+    assert 0 < usage.value < 1
+    first = textfile.stat().st_mtime_ns
+    time.sleep(0.01)
+    beacon_module.beacon(config)
+    assert textfile.stat().st_mtime_ns > first
