@@ -1,0 +1,117 @@
+"""
+Give every minion its place in the EOS cluster: scale, size, thresholds and roles.
+
+Master configuration:
+
+.. code-block:: yaml
+
+    ext_pillar:
+      - eos: {}
+
+Each minion gets, from the cluster registry (see the ``eos_cluster`` runner):
+
+.. code-block:: yaml
+
+    eos:
+      scale: small                # from the accepted and active node count
+      node_count: 3
+      thresholds:                 # effective limits: the scale's profile, then eos:thresholds
+        warning: 65               # of the master config and of the pillar compiled so far,
+        compress: 75              # with the overrides of this node's roles
+        cleanup: 80
+        degraded: 85
+        emergency: 90
+        critical: 95
+      roles: [data]               # this node's roles in the current assignment, or []
+      cluster_id: 3f2a...
+      node_status: accepted       # null for a minion the registry does not know
+      profile:                    # what else the scale decides
+        monitoring_interval: 120
+        cleanup: {automatic_up_to: degraded}
+
+The analyzer and the storage beacon read ``eos:scale`` and ``eos:thresholds`` from pillar, so
+every minion follows the cluster's scale without manual edits. Pillar outranks minion config:
+set per-node threshold overrides in pillar (or master config), where they are kept.
+
+Each minion's pillar reads two cache entries, its own record and the cluster summary, so it
+costs the same in a cluster of 10 or 10,000 nodes.
+"""
+
+import logging
+
+from salt.exceptions import CommandExecutionError
+
+from saltext.eos.utils import config
+from saltext.eos.utils import registry
+from saltext.eos.utils import thresholds
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "eos"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def ext_pillar(minion_id, pillar, *args, **kwargs):  # pylint: disable=unused-argument
+    """
+    The ``eos`` pillar of one minion: scale, node_count, thresholds, roles, cluster_id,
+    node_status and profile.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' pillar.item eos
+    """
+    master_layers = config.Layers.from_salt(__opts__)
+    try:
+        reg = registry.open_registry(__opts__)
+    except config.InvalidConfig as err:
+        raise CommandExecutionError(str(err)) from err
+    summary = reg.summary()
+    record = _own_record(reg, minion_id)
+    roles = list(record.get("roles") or []) if record else []
+    profile = registry.scale_profile(summary["scale"])
+    return {
+        "eos": {
+            "scale": summary["scale"],
+            "node_count": summary["node_count"],
+            "thresholds": _thresholds(master_layers, pillar, summary["scale"], roles),
+            "roles": roles,
+            "cluster_id": summary["cluster_id"],
+            "node_status": record["status"] if record else None,
+            "profile": {
+                "monitoring_interval": profile["monitoring_interval"],
+                "cleanup": profile["cleanup"],
+            },
+        }
+    }
+
+
+def _own_record(reg, minion_id):
+    try:
+        return reg.get(minion_id)
+    except registry.InvalidNodeId:
+        return None
+
+
+def _thresholds(master_layers, pillar, scale, roles):
+    layers = config.Layers(
+        [
+            *master_layers.sources,
+            ("pillar", (pillar or {}).get("eos")),
+            ("cluster registry", {"scale": scale}),
+        ]
+    )
+    try:
+        limits = thresholds.Resolver(layers, roles=roles).for_mount(None)
+    except config.InvalidConfig as err:
+        raise CommandExecutionError(f"eos ext_pillar for this minion: {err}") from err
+    return {level: _plain(limits.values[level]) for level in thresholds.THRESHOLD_LEVELS}
+
+
+def _plain(value):
+    # 65.0 reads as 65 in pillar output and compares equal either way.
+    return int(value) if float(value).is_integer() else value

@@ -1,0 +1,29 @@
+{#-
+  Node registration: salt/auth (a pending key) and eos/cluster/register (a minion's report).
+
+  Master config:
+    reactor:
+      - 'salt/auth':
+        - salt://eos/reactor/node_join.sls
+      - 'eos/cluster/register':
+        - salt://eos/reactor/node_join.sls
+
+  Thin on purpose: the runner eos_cluster.register validates and decides everything.
+    salt/auth, act pend    a pending record for data['id'] (the runner checks that Salt
+                           really holds a pending key); the acceptance policy may accept it
+    eos/cluster/register   the registration data['data'] of data['id'], the minion id Salt
+                           authenticated; the runner also checks the payload's signature
+-#}
+{%- if tag == 'salt/auth' and data.get('act') == 'pend' and data.get('id') %}
+eos_cluster_pending_key:
+  runner.eos_cluster.register:
+    - args:
+      - node_id: {{ data['id'] | json }}
+      - pending_key: true
+{%- elif tag == 'eos/cluster/register' and data.get('id') %}
+eos_cluster_register:
+  runner.eos_cluster.register:
+    - args:
+      - node_id: {{ data['id'] | json }}
+      - payload: {{ data.get('data') | json }}
+{%- endif %}
