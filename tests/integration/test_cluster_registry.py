@@ -458,3 +458,65 @@ def test_a_master_restart_keeps_every_record(master, cluster, salt_run_cli, salt
         timeout=120,
     )
     assert pillar_eos(salt_cli, alpha)["scale"] == "medium"
+
+
+# --- role placement over the registry -------------------------------------------------------
+
+
+def test_roles_calculate_apply_and_the_pillar_shows_them(
+    master, cluster, salt_run_cli, salt_cli, event_listener
+):
+    members = {
+        record["id"]
+        for status in ("accepted", "active")
+        for record in run_ok(salt_run_cli, "eos_cluster.nodes", f"status={status}")
+    }
+    stored_before = run_ok(salt_run_cli, "eos_roles.show")["version"]
+
+    plan = run_ok(salt_run_cli, "eos_roles.calculate")
+    assert set(plan["assignments"]) == members
+    assert plan["version"] == stored_before + 1
+    # calculate changes nothing
+    assert run_ok(salt_run_cli, "eos_roles.show")["version"] == stored_before
+
+    since = time.time()
+    applied = run_ok(salt_run_cli, "eos_roles.apply")
+    assert applied["version"] == stored_before + 1
+    event_listener.wait_for_events([(master.id, "eos/roles/changed")], after_time=since)
+    stored = run_ok(salt_run_cli, "eos_roles.show")
+    assert stored["assignments"] == plan["assignments"]
+
+    alpha = cluster["alpha"]
+    assert pillar_eos(salt_cli, alpha)["roles"] == plan["assignments"][alpha.id]
+    why = run_ok(salt_run_cli, "eos_roles.explain", alpha.id)
+    assert why["roles"] == plan["assignments"][alpha.id]
+    assert "valid" in run_ok(salt_run_cli, "eos_roles.validate")
+
+    # A second calculation over the same cluster is stable: nobody changes role.
+    again = run_ok(salt_run_cli, "eos_roles.calculate")
+    assert again["churn"] == 0
+    assert again["assignments"] == plan["assignments"]
+
+
+def test_roles_what_if_over_inline_nodes_and_bad_input(salt_run_cli):
+    nodes = [
+        {
+            "id": f"w{i}",
+            "cpu": 8,
+            "memory_gb": 32,
+            "disk_gb": 1000,
+            "storage_type": "ssd",
+            "datacenter": "dc1",
+            "rack": f"r{i % 2}",
+        }
+        for i in range(3)
+    ]
+    plan = run_ok(salt_run_cli, "eos_roles.calculate", f"nodes={json.dumps(nodes)}")
+    assert sorted(role for roles in plan["assignments"].values() for role in roles) == [
+        "core",
+        "data",
+        "edge",
+    ]
+    bad = [{**nodes[0], "memory_gb": -2}]
+    ret = salt_run_cli.run("eos_roles.calculate", f"nodes={json.dumps(bad)}")
+    assert "memory_gb -2 must be >= 0" in str(ret.data) + ret.stdout
