@@ -1,0 +1,470 @@
+"""Datasets: declarations, settings, the registry banks, the move sequence and recovery."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from saltext.eos.utils import config
+from saltext.eos.utils import datasets
+from saltext.eos.utils import rebalance
+from saltext.eos.utils import thresholds
+from saltext.eos.utils import transfer
+
+
+class MemoryCache:
+    """The part of salt.cache.Cache the store uses, in a dict."""
+
+    def __init__(self):
+        self.banks = {}
+
+    def store(self, bank, key, data):
+        self.banks.setdefault(bank, {})[key] = data
+
+    def fetch(self, bank, key):
+        return self.banks.get(bank, {}).get(key, {})
+
+    def flush(self, bank, key=None):
+        self.banks.get(bank, {}).pop(key, None)
+
+    def list(self, bank):
+        return list(self.banks.get(bank, {}))
+
+
+def layers(**eos):
+    return config.Layers([("master config", eos)])
+
+
+# --- declarations and settings ------------------------------------------------------------------
+
+
+def test_declarations_default_role_and_path():
+    declared = datasets.declarations(
+        layers(datasets={"orders": {"pin": "data-1"}, "media": {"path": "shared/media"}, "x": None})
+    )
+    assert declared["orders"] == datasets.Declaration("orders", "data", "orders", "data-1")
+    assert declared["media"].path == "shared/media"
+    assert declared["x"].role == rebalance.DEFAULT_ROLE
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"../etc": {}}, "eos:datasets:../etc: '../etc' is not a dataset name"),
+        ({"a": {"path": "/etc"}}, "eos:datasets:a:path: '/etc' is not a relative path"),
+        ({"a": {"path": "x/../../etc"}}, "must name a directory below the dataset root"),
+        ({"a": {"path": ".eos-staging"}}, "must name a directory below the dataset root"),
+        ({"a": {"replicas": 2}}, "eos:datasets:a: unknown field 'replicas'"),
+        ({"a": {"role": ""}}, "eos:datasets:a:role"),
+        ({"a": []}, "eos:datasets:a: [] is not a mapping"),
+    ],
+)
+def test_bad_declarations_name_the_key(given, message):
+    with pytest.raises(datasets.InvalidDatasets) as err:
+        datasets.declarations(layers(datasets=given))
+    assert message in str(err.value)
+
+
+def test_settings_come_from_one_table_of_defaults():
+    assert datasets.rebalance_settings(layers()) == datasets.REBALANCE_DEFAULTS
+    assert datasets.node_settings(layers()) == datasets.NODE_DEFAULTS
+    tuned = datasets.rebalance_settings(layers(rebalance={"concurrency": 3, "bwlimit_kbps": 10}))
+    assert tuned["concurrency"] == 3
+    assert tuned["threshold"] == rebalance.DEFAULT_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    ("section", "given", "message"),
+    [
+        ("rebalance", {"threshold": 0}, "threshold: 0"),
+        ("rebalance", {"threshold": 51}, "threshold: 51"),
+        ("rebalance", {"transport": "ftp"}, "transport: 'ftp'"),
+        ("rebalance", {"concurrency": 0}, "eos:rebalance:concurrency: 0"),
+        ("rebalance", {"auto": "yes"}, "eos:rebalance:auto: 'yes'"),
+        ("rebalance", {"bwlimit_kbps": -1}, "bwlimit_kbps: -1"),
+        ("rebalance", {"speed": 1}, "unknown key 'speed'"),
+        ("dataset", {"root": "srv"}, "eos:dataset:root: 'srv'"),
+        ("dataset", {"capacity_bytes": 0}, "eos:dataset:capacity_bytes: 0"),
+    ],
+)
+def test_bad_settings_name_the_key(section, given, message):
+    check = datasets.rebalance_settings if section == "rebalance" else datasets.node_settings
+    with pytest.raises(datasets.InvalidDatasets) as err:
+        check(layers(**{section: given}))
+    assert message in str(err.value)
+
+
+# --- the node side --------------------------------------------------------------------------------
+
+
+def test_sizes_usage_commit_and_cleanup_on_a_dataset_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "orders").mkdir(parents=True)
+    (root / "orders" / "a").write_bytes(b"x" * 300)
+    (root / "orders" / "link").symlink_to("a")
+    assert datasets.top_level_dirs(str(root)) == ["orders"]
+    assert datasets.local_sizes(str(root), {"orders": "orders", "gone": "gone"}) == {"orders": 300}
+    assert datasets.node_usage(str(root), capacity_bytes=1000) == (1000, 300)
+
+    staged = tmp_path / "root" / datasets.STAGING_DIR / "media"
+    (staged / transfer.PARTIAL_DIR).mkdir(parents=True)
+    (staged / "m").write_bytes(b"m")
+    datasets.commit_staging(str(root), "media", "media")
+    assert (root / "media" / "m").read_bytes() == b"m"
+    assert not (root / "media" / transfer.PARTIAL_DIR).exists()
+    assert datasets.top_level_dirs(str(root)) == ["media", "orders"]
+
+    with pytest.raises(datasets.MoveFailed, match="no staging copy"):
+        datasets.commit_staging(str(root), "media", "media")
+    staged.mkdir(parents=True)
+    with pytest.raises(datasets.MoveFailed, match="exists already"):
+        datasets.commit_staging(str(root), "media", "media")
+    assert datasets.clean_partial(str(root), "media", "media") == [str(staged)]
+    assert (root / "media").exists(), "an uncommitted cleanup keeps the copy in place"
+
+
+# --- the registry banks ---------------------------------------------------------------------------
+
+
+def declared(*names):
+    return {name: datasets.Declaration(name, "data", name) for name in names}
+
+
+def report(sizes, capacity=1000, used=None, host="h"):
+    return {
+        "root": "/srv/eos/datasets",
+        "host": host,
+        "capacity_bytes": capacity,
+        "used_bytes": sum(sizes.values()) if used is None else used,
+        "cleanup_percent": 90,
+        "thresholds": thresholds.profile("single"),
+        "datasets": sizes,
+    }
+
+
+def test_reports_place_new_datasets_and_never_trust_a_second_copy():
+    store = datasets.Store(MemoryCache(), clock=lambda: 0)
+    outcome = datasets.record_reports(
+        store,
+        {"n1": report({"a": 10, "b": 5, "junk": 1}), "n2": report({"b": 5, "c": 7})},
+        declared("a", "b", "c"),
+    )
+    assert outcome["placed"] == [{"dataset": "a", "node": "n1"}, {"dataset": "c", "node": "n2"}]
+    assert outcome["undeclared"] == {"n1": ["junk"]}
+    assert "dataset b: found on n1, n2, placed on nowhere yet" in outcome["conflicts"][0]
+    assert "b" not in store.placements()
+
+    store.place("b", "n1", 5)
+    outcome = datasets.record_reports(
+        store, {"n1": report({"a": 12, "b": 5}), "n2": report({"b": 5})}, declared("a", "b")
+    )
+    assert store.placement("a")["bytes"] == 12
+    assert outcome["conflicts"] == [
+        "dataset b: found on n2, placed on n1; the extra copies are left alone"
+    ]
+
+
+def test_planner_inputs_take_members_that_reported():
+    records = [
+        {"id": "n1", "status": "active", "roles": ["data"], "resources": None},
+        {
+            "id": "n2",
+            "status": "active",
+            "roles": ["web", "data"],
+            "resources": {"failure_domain": {"rack": "r2"}},
+        },
+        {"id": "n3", "status": "active", "roles": ["data"]},
+        {"id": "n4", "status": "rejected", "roles": ["data"]},
+    ]
+    reports = {"n1": report({"a": 10}, host="h1"), "n2": report({}), "n4": report({})}
+    placements = {"a": {"node": "n1", "bytes": 10}, "old": {"node": "n1", "bytes": 3}}
+    nodes, planned, unreported = datasets.planner_inputs(
+        records, reports, placements, declared("a")
+    )
+    assert [node["id"] for node in nodes] == ["n1", "n2"]
+    assert nodes[1]["role"] == "data" and nodes[1]["rack"] == "r2"
+    assert nodes[0]["host"] == "h1"
+    assert [dataset["name"] for dataset in planned] == ["a"]
+    assert unreported == ["n3"]
+    plan = rebalance.plan(nodes, planned, 10)
+    assert plan.roles["data"].nodes == 2
+
+
+def test_failed_data_nodes_and_joins_block_moves():
+    records = [
+        {"id": "n1", "status": "failed", "roles": ["data"]},
+        {"id": "n2", "status": "failed", "roles": ["web"]},
+        {"id": "n3", "status": "pending", "roles": []},
+        {"id": "n4", "status": "active", "roles": ["data"]},
+    ]
+    assert datasets.blockers(records, ["data"]) == [
+        "node n1 is failed",
+        "node n3 is joining (pending)",
+    ]
+
+
+def test_fleet_report_rows_and_time_to_full():
+    now = [0]
+    store = datasets.Store(MemoryCache(), clock=lambda: now[0])
+    store.store_report("n1", report({}, capacity=1000, used=500))
+    now[0] = 100
+    store.store_report("n1", report({}, capacity=1000, used=600))
+    store.place("a", "n1", 10)
+    rows = datasets.fleet_report(
+        [{"id": "n1", "status": "active", "roles": ["data"]}, {"id": "n2", "status": "pending"}],
+        store.reports(),
+        store.placements(),
+    )
+    assert rows["n1"]["usage_percent"] == 60.0
+    assert rows["n1"]["level"] == thresholds.level_for(60.0, thresholds.profile("single"))
+    assert rows["n1"]["datasets"] == {"a": 10}
+    assert rows["n1"]["time_to_full_seconds"] == 400  # 400 bytes left at 1 byte per second
+    assert rows["n2"]["capacity_bytes"] is None
+
+
+# --- moves ----------------------------------------------------------------------------------------
+
+
+class FakeFleet:
+    """MoveSteps over in-memory trees, recording every call; ``fail`` names a step to break."""
+
+    def __init__(self, fail=None):
+        self.trees = {"n1": {"a": {"f": b"data"}}, "n2": {}}
+        self.staging = {}
+        self.calls = []
+        self.fail = fail
+
+    def steps(self):
+        return datasets.MoveSteps(
+            pull=self.pull,
+            manifest=self.manifest,
+            commit=self.commit,
+            remove=self.remove,
+            clean_partial=self.clean_partial,
+            announce=lambda result: self.calls.append(("announce", result["dataset"])),
+        )
+
+    def _step(self, name):
+        self.calls.append(name)
+        if self.fail == name:
+            raise datasets.MoveFailed(f"{name} broke")
+
+    def pull(self, move):
+        self._step("pull")
+        self.staging[(move["to"], move["dataset"])] = dict(
+            self.trees[move["from"]][move["dataset"]]
+        )
+
+    def manifest(self, node, name, staged):
+        files = self.staging[(node, name)] if staged else self.trees[node][name]
+        if staged and self.fail == "verify":
+            files = {**files, "f": b"datX"}
+        entries = {
+            path: {"size": len(body), "sha256": str(hash(body))} for path, body in files.items()
+        }
+        return {"files": entries, "count": len(entries), "bytes": sum(map(len, files.values()))}
+
+    def commit(self, move):
+        self._step("commit")
+        self.trees[move["to"]][move["dataset"]] = self.staging.pop((move["to"], move["dataset"]))
+
+    def remove(self, node, name):
+        self._step("remove")
+        self.trees[node].pop(name, None)
+
+    def clean_partial(self, node, name, committed):
+        self.calls.append(("clean", node, committed))
+        self.staging.pop((node, name), None)
+        if committed:
+            self.trees[node].pop(name, None)
+
+
+MOVE = {"dataset": "a", "from": "n1", "to": "n2", "bytes": 4, "kind": "balance"}
+
+
+def placed_store():
+    store = datasets.Store(MemoryCache(), clock=lambda: 0)
+    store.place("a", "n1", 4)
+    return store
+
+
+def test_a_move_switches_the_placement_before_it_removes_the_source():
+    store, fleet = placed_store(), FakeFleet()
+    result = datasets.execute_move(store, MOVE, fleet.steps())
+    assert fleet.calls == ["pull", "commit", ("announce", "a"), "remove"]
+    assert result["verified_files"] == 1
+    assert store.placement("a")["node"] == "n2"
+    assert fleet.trees == {"n1": {}, "n2": {"a": {"f": b"data"}}}
+    assert store.journal() == {}
+
+
+@pytest.mark.parametrize("step", ["pull", "verify", "commit"])
+def test_a_move_that_fails_before_the_switch_keeps_the_source_and_recovery_cleans(step):
+    store, fleet = placed_store(), FakeFleet(fail=step)
+    with pytest.raises(datasets.MoveFailed):
+        datasets.execute_move(store, MOVE, fleet.steps())
+    assert store.placement("a")["node"] == "n1"
+    assert fleet.trees["n1"] == {"a": {"f": b"data"}}
+    assert "remove" not in fleet.calls
+    assert store.journal()["a"]["stage"] == datasets.PULLING
+
+    fleet.fail = None
+    assert datasets.recover(store, fleet.steps()) == [
+        {"dataset": "a", "action": "cleaned the partial copy on n2"}
+    ]
+    assert ("clean", "n2", False) in fleet.calls
+    assert store.journal() == {}
+    datasets.execute_move(store, MOVE, fleet.steps())
+    assert fleet.trees == {"n1": {}, "n2": {"a": {"f": b"data"}}}
+
+
+def test_a_move_interrupted_after_the_switch_is_finished_by_removing_the_source():
+    store, fleet = placed_store(), FakeFleet(fail="remove")
+    with pytest.raises(datasets.MoveFailed):
+        datasets.execute_move(store, MOVE, fleet.steps())
+    assert store.placement("a")["node"] == "n2"
+    assert store.journal()["a"]["stage"] == datasets.SWITCHED
+    recovered = datasets.recover(store, fleet.steps())
+    assert recovered[0]["action"] == "kept in the journal", "a failed cleanup is tried again"
+    fleet.fail = None
+    assert datasets.recover(store, fleet.steps())[0]["action"] == "removed the source on n1"
+    assert fleet.trees["n1"] == {}
+    assert store.journal() == {}
+
+
+def test_a_move_whose_dataset_is_no_longer_on_its_source_is_refused():
+    store, fleet = placed_store(), FakeFleet()
+    store.place("a", "n3", 4)
+    with pytest.raises(datasets.MoveFailed, match="placed on n3, not n1"):
+        datasets.execute_move(store, MOVE, fleet.steps())
+    assert fleet.calls == []
+
+
+def test_waves_keep_order_and_never_share_a_node():
+    moves = [
+        {"from": "a", "to": "b"},
+        {"from": "c", "to": "d"},
+        {"from": "e", "to": "b"},
+        {"from": "f", "to": "g"},
+    ]
+    assert datasets.waves(moves, 1) == [[move] for move in moves]
+    assert datasets.waves(moves, 4) == [moves[:2], moves[2:]]
+
+
+# --- the runner: arguments, refusals ----------------------------------------------------------
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    """
+    The eos_storage runner over an in-memory registry and store, with stored reports (the
+    nodes are never asked): n1 holds datasets a and b, n2 is empty, w1 is a web node.
+    """
+    from saltext.eos.runners import eos_storage
+    from saltext.eos.utils import registry
+
+    cache = MemoryCache()
+    reg = registry.Registry(cache)
+    for node_id in ("n1", "n2", "w1"):
+        reg.preregister(node_id, registry.check_preregistration())
+        reg.accept(node_id)
+        reg.set_status(node_id, "active", "test")
+    reg.store_assignment({"n1": ["data"], "n2": ["data"], "w1": ["web"]})
+    store = datasets.Store(cache, clock=lambda: 0)
+    store.store_report("n1", report({"a": 300, "b": 300}))
+    store.store_report("n2", report({}))
+    store.store_report("w1", report({}))
+    store.place("a", "n1", 300)
+    store.place("b", "n1", 300)
+    fixture = SimpleNamespace(
+        run=eos_storage.rebalance, declared={"a": {}, "b": {}}, context={}, registry=reg
+    )
+
+    def context():
+        return {
+            "settings": datasets.REBALANCE_DEFAULTS,
+            "declared": datasets.declarations(layers(datasets=fixture.declared)),
+            "registry": reg,
+            "store": store,
+        }
+
+    monkeypatch.setattr(eos_storage, "_context", context)
+    monkeypatch.setattr(eos_storage, "_refresh", lambda _: {"conflicts": [], "unreported": []})
+    monkeypatch.setattr(eos_storage, "__context__", fixture.context, raising=False)
+    return fixture
+
+
+def journal_of(fixture):
+    return fixture.registry.cache.banks.get(datasets.JOURNAL_BANK, {})
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"threshold": 0}, "threshold: 0 is not a number of percentage points from 1 to 50"),
+        ({"threshold": 51}, "threshold: 51"),
+        ({"threshold": "ten"}, "threshold: 'ten'"),
+        ({"dry_run": "no"}, "dry_run: 'no' is not true or false"),
+        ({"exclude_nodes": ["n9"]}, "exclude_nodes: unknown node 'n9'"),
+        ({"exclude_datasets": ["zz"]}, "exclude_datasets: unknown dataset 'zz'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_moves(runner, arguments, message):
+    from salt.exceptions import SaltInvocationError
+
+    with pytest.raises(SaltInvocationError) as err:
+        runner.run(**{"dry_run": False, **arguments})
+    assert message in str(err.value)
+    assert journal_of(runner) == {}
+
+
+def test_a_dataset_pinned_to_a_node_of_another_role_is_a_configuration_error(runner):
+    from salt.exceptions import CommandExecutionError
+
+    runner.declared = {"a": {"pin": "w1"}, "b": {}}
+    with pytest.raises(CommandExecutionError, match="w1"):
+        runner.run(dry_run=False)
+    assert journal_of(runner) == {}
+
+
+def test_a_dry_run_plans_and_a_failed_data_node_blocks_execution(runner):
+    plan = runner.run()
+    assert [(move["from"], move["to"]) for move in plan["moves"]] == [("n1", "n2")]
+    assert plan["blocked"] == []
+    assert "retcode" not in runner.context
+    runner.registry.set_status("n2", "failed", "test")
+    refused = runner.run(dry_run=False)
+    assert refused["blocked"] == ["node n2 is failed"]
+    assert refused["moved"] == [] and refused["failed"] == []
+    assert runner.context["retcode"] == refused["retcode"] == 1
+    assert journal_of(runner) == {}
+
+
+def test_the_reaction_plans_only_for_data_nodes_from_the_cleanup_level(runner):
+    from saltext.eos.runners import eos_storage
+
+    assert "nothing to balance" in eos_storage.react("n1", level="warning")["comment"]
+    assert eos_storage.react("w1", level="cleanup")["comment"] == "w1 is not a data node"
+    reaction = eos_storage.react("n1", level="cleanup")
+    assert reaction["dry_run"] is True, "eos:rebalance:auto is false by default"
+    assert len(reaction["moves"]) == 1
+    assert journal_of(runner) == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"capacity_bytes": 0}, "capacity_bytes 0"),
+        ({"used_bytes": 2000}, "used_bytes 2000"),
+        ({"used_bytes": True}, "used_bytes True"),
+        ({"root": "relative"}, "root 'relative'"),
+        ({"cleanup_percent": 150}, "cleanup_percent"),
+        ({"datasets": {"a": -1}}, "datasets must map names to sizes"),
+        ({"thresholds": None}, "thresholds None"),
+    ],
+)
+def test_a_nodes_report_is_checked_before_it_is_stored(change, message):
+    assert datasets.check_report("n1", report({"a": 1})) == report({"a": 1})
+    with pytest.raises(datasets.InvalidDatasets) as err:
+        datasets.check_report("n1", {**report({"a": 1}), **change})
+    assert str(err.value).startswith("report of n1: ")
+    assert message in str(err.value)
