@@ -24,6 +24,10 @@ from saltfactories.daemons.minion import SaltMinion
 from saltfactories.utils import random_string
 
 from saltext.eos.utils import registry
+from tests.support.cluster import minion_overrides
+from tests.support.cluster import read_registry
+from tests.support.cluster import run_ok
+from tests.support.cluster import wait_for
 
 REGISTER_TAG = "eos/cluster/register"
 AUTO_GRAIN = {"eos_join": "auto"}
@@ -35,39 +39,6 @@ class PendingKeyMinion(SaltMinion):
 
     def get_check_events(self):
         return []
-
-
-def wait_for(probe, what, timeout=60, interval=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
-def run_ok(cli, *args, **kwargs):
-    ret = cli.run(*args, **kwargs)
-    assert ret.returncode == 0, ret
-    return ret.data
-
-
-def os_release_id():
-    for line in pathlib.Path("/etc/os-release").read_text().splitlines():
-        if line.startswith("ID="):
-            return line.split("=", 1)[1].strip().strip('"')
-    return "unknown"
-
-
-def minion_overrides(master, **extra):
-    # The health checks must pass on any CI host: accept this host's OS and any free space.
-    supported = {os_release_id(): "0", "RedHat": "0", "CentOS Stream": "0", "OEL": "0"}
-    return {
-        "publish_port": master.config["publish_port"],
-        "eos": {"health": {"supported_os": supported, "min_root_free_gb": 0}},
-        **extra,
-    }
 
 
 # --- the cluster ---------------------------------------------------------------------------------
@@ -110,11 +81,6 @@ def salt_cli(master):
 @pytest.fixture(scope="module")
 def salt_run_cli(master):
     return master.salt_run_cli(timeout=120)
-
-
-def read_registry(master):
-    """The registry as the master stores it, read directly: fast enough to poll."""
-    return registry.Registry(salt.cache.factory(master.config))
 
 
 def record_of(master, node_id):

@@ -9,25 +9,7 @@ from saltext.eos.utils import datasets
 from saltext.eos.utils import rebalance
 from saltext.eos.utils import thresholds
 from saltext.eos.utils import transfer
-
-
-class MemoryCache:
-    """The part of salt.cache.Cache the store uses, in a dict."""
-
-    def __init__(self):
-        self.banks = {}
-
-    def store(self, bank, key, data):
-        self.banks.setdefault(bank, {})[key] = data
-
-    def fetch(self, bank, key):
-        return self.banks.get(bank, {}).get(key, {})
-
-    def flush(self, bank, key=None):
-        self.banks.get(bank, {}).pop(key, None)
-
-    def list(self, bank):
-        return list(self.banks.get(bank, {}))
+from tests.support.memory_cache import MemoryCache
 
 
 def layers(**eos):

@@ -10,30 +10,10 @@ from saltext.eos.utils import config
 from saltext.eos.utils import registry
 from saltext.eos.utils import roles
 from saltext.eos.utils import thresholds
+from tests.support.memory_cache import MemoryCache
 
 MANUAL = registry.AcceptancePolicy()
 AUTO = registry.AcceptancePolicy(auto=True)
-
-
-class MemoryCache:
-    """What the registry needs of salt.cache.Cache; values are copied as a real cache would."""
-
-    def __init__(self):
-        self.banks = {}
-
-    def store(self, bank, key, data):
-        self.banks.setdefault(bank, {})[key] = copy.deepcopy(data)
-
-    def fetch(self, bank, key):
-        return copy.deepcopy(self.banks.get(bank, {}).get(key, {}))
-
-    def flush(self, bank, key=None):
-        if key is None:
-            return self.banks.pop(bank, None) is not None
-        return self.banks.get(bank, {}).pop(key, None) is not None
-
-    def list(self, bank):
-        return list(self.banks.get(bank, {}))
 
 
 class Clock:

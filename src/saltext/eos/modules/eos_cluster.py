@@ -35,10 +35,13 @@ import os
 import time
 
 import salt.crypt
+import salt.utils.yaml
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import InvalidKeyError
 from salt.exceptions import SaltInvocationError
 
+from saltext.eos import PACKAGE_ROOT
+from saltext.eos.utils import checkpoint as checkpoints_store
 from saltext.eos.utils import config
 from saltext.eos.utils import health
 from saltext.eos.utils import registry
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 __virtualname__ = "eos_cluster"
 
 REGISTER_TAG = "eos/cluster/register"
+DEFAULT_CONFIG_DIR = "/etc/eos"
+ROLE_DEFAULTS = PACKAGE_ROOT / "roles" / "defaults.yaml"
+BEACON = "eos_storage"
 
 
 def __virtual__():
@@ -156,6 +162,168 @@ def register(preferred_role=None):
         "resources": payload["resources"],
         "health": payload["health"],
     }
+
+
+def checkpoint(label="manual"):
+    """
+    Save what EOS manages on this node, to undo a change with ``eos_cluster.rollback``: every
+    file under ``eos:config_dir`` (default /etc/eos), EOS's minion config files (``eos*.conf``
+    and ``beacons.conf`` in minion.d) and whether each role service is running and enabled.
+
+    The node-addition orchestration takes one on every member before it changes roles. Only
+    the newest 10 are kept, in the minion's cachedir.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_cluster.checkpoint
+        salt-call eos_cluster.checkpoint label=before-upgrade
+
+    label
+        A short name (letters, digits, ``_ . @ -``), part of the checkpoint id.
+
+    Returns ``{id, label, created_at, files, trees, services}``.
+    """
+    try:
+        checkpoints_store.check_label(label)
+        return checkpoints_store.take(_checkpoint_store(), label, _managed_trees(), _services())
+    except (checkpoints_store.CheckpointError, OSError) as err:
+        raise CommandExecutionError(f"checkpoint not taken: {err}") from err
+
+
+def checkpoints():
+    """
+    The checkpoints on this node, newest first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_cluster.checkpoints
+    """
+    try:
+        return checkpoints_store.checkpoints(_checkpoint_store())
+    except checkpoints_store.CheckpointError as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def rollback(checkpoint_id=None, label=None):
+    """
+    Put this node back as a checkpoint saw it: its files atomically (files EOS created since
+    are removed), the role services running or stopped, enabled or disabled as they were, and
+    the ``eos_storage`` beacon as its restored config says.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' eos_cluster.rollback
+        salt '*' eos_cluster.rollback 20261125T204501.123Z-join-web-3
+        salt '*' eos_cluster.rollback label=before-upgrade
+
+    checkpoint_id
+        An id from ``eos_cluster.checkpoints``. Default: the newest (with ``label`` when given).
+
+    Every saved file is checked against its checksum first: a damaged checkpoint is refused
+    and nothing changes. Returns ``{id, restored, removed, unchanged, services, beacon}``;
+    the job fails when a service could not be put back.
+    """
+    store = _checkpoint_store()
+    try:
+        manifest = checkpoints_store.find(store, checkpoint_id, label)
+        files = checkpoints_store.restore(store, manifest)
+    except (checkpoints_store.CheckpointError, OSError) as err:
+        raise CommandExecutionError(f"rollback not done: {err}") from err
+    services = _restore_services(manifest["services"])
+    failed = {name: what for name, what in services.items() if what.startswith("failed")}
+    if failed:
+        __context__["retcode"] = 1
+    return {"id": manifest["id"], **files, "services": services, "beacon": _sync_beacon()}
+
+
+def _checkpoint_store():
+    return os.path.join(__opts__["cachedir"], "eos", "checkpoints")
+
+
+def _config_dir():
+    value = _layers().get("config_dir", default=DEFAULT_CONFIG_DIR)
+    if not isinstance(value, str) or not os.path.isabs(value):
+        raise CommandExecutionError(
+            f"{config.key_name('config_dir')}: {value!r} is not an absolute path"
+        )
+    return value
+
+
+def _include_dir():
+    # Where Salt's own beacons.save writes beacons.conf: minion.d beside the config file.
+    return os.path.join(
+        os.path.dirname(__opts__["conf_file"]), os.path.dirname(__opts__["default_include"])
+    )
+
+
+def _managed_trees():
+    return checkpoints_store.managed_trees(_config_dir(), _include_dir())
+
+
+def _services():
+    """{name: {active, enabled}} of the role services this host has."""
+    if "service.available" not in __salt__:
+        return {}
+    try:
+        with open(ROLE_DEFAULTS, encoding="utf-8") as handle:
+            defaults = salt.utils.yaml.safe_load(handle)
+    except FileNotFoundError:
+        defaults = {}
+    names = checkpoints_store.role_services(
+        defaults, __grains__.get("os_family"), _layers().get("role_config", default={})
+    )
+    return {
+        name: {
+            "active": bool(__salt__["service.status"](name)),
+            "enabled": bool(__salt__["service.enabled"](name)),
+        }
+        for name in names
+        if __salt__["service.available"](name)
+    }
+
+
+def _restore_services(saved):
+    done = {}
+    for name, wanted in sorted(saved.items()):
+        actions = []
+        if bool(__salt__["service.enabled"](name)) != wanted["enabled"]:
+            actions.append("enable" if wanted["enabled"] else "disable")
+        if bool(__salt__["service.status"](name)) != wanted["active"]:
+            actions.append("start" if wanted["active"] else "stop")
+        failed = [action for action in actions if not __salt__[f"service.{action}"](name)]
+        if failed:
+            done[name] = f"failed: {', '.join(failed)}"
+        else:
+            done[name] = ", ".join(actions) or "unchanged"
+    return done
+
+
+def _sync_beacon():
+    """Make the running eos_storage beacon match the (restored) beacons.conf."""
+    path = os.path.join(_include_dir(), "beacons.conf")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            saved = (salt.utils.yaml.safe_load(handle) or {}).get("beacons") or {}
+    except FileNotFoundError:
+        saved = {}
+    wanted = saved.get(BEACON)
+    running = __salt__["beacons.list"](return_yaml=False, include_pillar=False).get(BEACON)
+    if wanted == running:
+        return "unchanged"
+    if wanted is None:
+        __salt__["beacons.delete"](BEACON)
+        return "removed"
+    if running is None:
+        __salt__["beacons.add"](BEACON, wanted)
+        return "added"
+    __salt__["beacons.modify"](BEACON, wanted)
+    return "modified"
 
 
 def _sign(message):

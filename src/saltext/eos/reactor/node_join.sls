@@ -1,5 +1,6 @@
 {#-
-  Node registration: salt/auth (a pending key) and eos/cluster/register (a minion's report).
+  Node registration: salt/auth (a pending key) and eos/cluster/register (a minion's report);
+  node addition: eos/cluster/node/<id>/accepted.
 
   Master config:
     reactor:
@@ -7,12 +8,17 @@
         - salt://eos/reactor/node_join.sls
       - 'eos/cluster/register':
         - salt://eos/reactor/node_join.sls
+      - 'eos/cluster/node/*/accepted':
+        - salt://eos/reactor/node_join.sls
 
   Thin on purpose: the runner eos_cluster.register validates and decides everything.
     salt/auth, act pend    a pending record for data['id'] (the runner checks that Salt
                            really holds a pending key); the acceptance policy may accept it
     eos/cluster/register   the registration data['data'] of data['id'], the minion id Salt
                            authenticated; the runner also checks the payload's signature
+    eos/cluster/node/<id>/accepted
+                           orchestrate/node_addition.sls for data['id']; its first step
+                           checks in the registry that the node really is accepted
 -#}
 {%- if tag == 'salt/auth' and data.get('act') == 'pend' and data.get('id') %}
 eos_cluster_pending_key:
@@ -26,4 +32,12 @@ eos_cluster_register:
     - args:
       - node_id: {{ data['id'] | json }}
       - payload: {{ data.get('data') | json }}
+{%- elif tag.startswith('eos/cluster/node/') and tag.endswith('/accepted') and data.get('id') %}
+eos_node_addition:
+  runner.state.orchestrate:
+    - args:
+      - mods: eos.orchestrate.node_addition
+      - pillar:
+          eos_join:
+            node: {{ data['id'] | json }}
 {%- endif %}

@@ -167,20 +167,10 @@ def _members(reg):
 
 
 def _catalogue_and_policy():
-    layers = config.Layers.from_salt(__opts__)
     try:
-        catalogue = role_rules.catalog(layers.get("roles", "catalog"))
-        policy = role_rules.policy(
-            {
-                "pins": layers.get("roles", "pins", default={}),
-                "exclude": layers.get("roles", "exclude", default=[]),
-                "labels": layers.get("roles", "labels", default={}),
-            },
-            catalogue,
-        )
+        return role_rules.from_layers(config.Layers.from_salt(__opts__))
     except config.InvalidConfig as err:
         raise CommandExecutionError(str(err)) from err
-    return catalogue, policy
 
 
 def _solve(nodes):

@@ -484,6 +484,20 @@ def _labels(value, where, field_name):
 # --- policy ----------------------------------------------------------------------------------
 
 
+def from_layers(layers):
+    """
+    The checked (Catalogue, Policy) of the ``eos:roles`` configuration in ``layers``
+    (``config.Layers``): ``catalog``, ``pins``, ``exclude`` and ``labels``.
+    """
+    catalogue = catalog(layers.get("roles", "catalog"))
+    settings = {
+        "pins": layers.get("roles", "pins", default={}),
+        "exclude": layers.get("roles", "exclude", default=[]),
+        "labels": layers.get("roles", "labels", default={}),
+    }
+    return catalogue, policy(settings, catalogue)
+
+
 def policy(settings=None, catalogue=None):
     """
     A checked Policy from ``{pins: {id: [roles]}, exclude: [ids], labels: {role: [labels]}}``

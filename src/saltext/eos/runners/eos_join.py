@@ -1,0 +1,246 @@
+"""
+Adding a node to the EOS cluster: the steps of ``orchestrate/node_addition.sls``.
+
+The orchestration starts when a node is accepted (``eos/cluster/node/<id>/accepted``, see
+``reactor/node_join.sls``) and runs, for that node: ``start`` (join lease and master
+checkpoint), ``health``, ``checkpoint`` (on the minions), ``assign`` (roles),
+``configure`` (highstate where roles changed) and ``finish`` (node active); ``rollback``
+runs when any step fails. Each step is also a runner function an operator can call, and
+``status`` shows where a node's last join stands. ``saltext.eos.utils.join`` documents the
+steps in full.
+
+Master configuration, every key optional:
+
+.. code-block:: yaml
+
+    eos:
+      join:
+        lease_wait: 900           # seconds a join waits while another node joins
+        lease_seconds: 1800       # a join lease not renewed this long is taken over
+        minion_wait: 120          # seconds for the node to answer and register
+        state: highstate          # or an SLS, e.g. eos.roles, to configure nodes with
+        state_timeout: 900
+    reactor:
+      - 'eos/cluster/node/*/accepted':
+        - salt://eos/reactor/node_join.sls
+
+highstate needs a top file that gives the nodes the role states: ``'*': [eos.roles]``.
+
+Events:
+
+``eos/cluster/node/<id>/active``
+    the node joined: its record (fired by ``finish``).
+``eos/cluster/node/<id>/failed``
+    a step failed and the join was rolled back: the record plus ``step`` and ``error``.
+``eos/roles/changed``
+    the assignment changed (``assign``, and ``rollback`` with ``restored_from``).
+"""
+
+import logging
+
+import salt.client
+import salt.utils.event
+from salt.exceptions import CommandExecutionError
+from salt.exceptions import SaltInvocationError
+
+from saltext.eos.utils import config
+from saltext.eos.utils import join
+from saltext.eos.utils import registry
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "eos_join"
+
+NODE_TAG = "eos/cluster/node/{id}/{status}"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def start(node, run):
+    """
+    Take the join lease for ``node`` (waiting while another node joins) and checkpoint the
+    assignment and scale.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.start web-3 run=manual-1
+
+    node
+        An accepted (or active) node.
+    run
+        A token naming this join; every later step must give the same one.
+    """
+    return _do("start", node, run)
+
+
+def health(node, run):
+    """
+    Wait for the node's minion, have it register afresh and pass its critical health checks.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.health web-3 run=manual-1
+    """
+    return _do("health", node, run)
+
+
+def checkpoint(node, run):
+    """
+    ``eos_cluster.checkpoint`` on the node and every member; the ids are kept for rollback.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.checkpoint web-3 run=manual-1
+    """
+    return _do("checkpoint", node, run)
+
+
+def assign(node, run):
+    """
+    Place roles over the active members, the members holding roles and the node; store them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.assign web-3 run=manual-1
+    """
+    return _do("assign", node, run)
+
+
+def configure(node, run):
+    """
+    Refresh pillar on every member; highstate the node and every node whose roles changed;
+    re-apply ``eos.roles.common`` on the others when the scale changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.configure web-3 run=manual-1
+    """
+    return _do("configure", node, run)
+
+
+def finish(node, run):
+    """
+    Mark the node active (fires ``eos/cluster/node/<id>/active``) and release the lease.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.finish web-3 run=manual-1
+    """
+    return _do("finish", node, run)
+
+
+def rollback(node, run):
+    """
+    Undo a failed join of this run: the assignment as it was, the node failed (fires
+    ``eos/cluster/node/<id>/failed`` with the step and the error), the minions back to their
+    checkpoints, the previous roles re-applied where they changed. Without the lease (the
+    run never started, or already finished) there is nothing to undo and nothing changes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.rollback web-3 run=manual-1
+    """
+    return _do("rollback", node, run)
+
+
+def status(node=None):
+    """
+    The last join of a node (step, outcome, checkpoints, error), or the current join lease.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.status
+        salt-run eos_join.status web-3
+    """
+    flow = _flow()
+    if node is None:
+        return {"lease": flow.lease()}
+    _check_node(node)
+    return flow.record(node) or {}
+
+
+def _do(step, node, run):
+    _check_node(node)
+    if not isinstance(run, str) or not run.strip():
+        raise SaltInvocationError(f"run: {run!r} must be a non-empty token naming this join")
+    flow = _flow()
+    try:
+        return getattr(flow, step)(node, run)
+    except join.JoinFailed as err:
+        raise CommandExecutionError(f"join of {node}, step {step}: {err}") from err
+    except registry.RegistryError as err:
+        raise CommandExecutionError(f"join of {node}, step {step}: {err}") from err
+
+
+def _check_node(node):
+    try:
+        registry.check_node_id(node)
+    except registry.InvalidNodeId as err:
+        raise SaltInvocationError(str(err)) from err
+
+
+def _flow():
+    layers = config.Layers.from_salt(__opts__)
+    try:
+        reg = registry.open_registry(__opts__, on_change=_fire_status_change)
+        return join.Join(
+            registry=reg,
+            call=_call,
+            fire=_fire,
+            layers=layers,
+            settings=join.settings(layers),
+        )
+    except config.InvalidConfig as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def _call(targets, fun, args=(), kwargs=None, timeout=None):
+    """Run ``fun`` on the listed minions; {id: join.Call} for those that answered."""
+    with salt.client.get_local_client(mopts=__opts__) as client:
+        answers = client.cmd(
+            list(targets),
+            fun,
+            arg=list(args),
+            kwarg=kwargs or {},
+            tgt_type="list",
+            timeout=timeout,
+            full_return=True,
+        )
+    return {
+        minion: join.Call(answer.get("ret"), answer.get("retcode", 0) or 0)
+        for minion, answer in answers.items()
+        if isinstance(answer, dict)
+    }
+
+
+def _fire(tag, data):
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
+        bus.fire_event(data, tag)
+
+
+def _fire_status_change(node_id, status, record):
+    # The failed event is fired by the rollback itself, with the step and the error.
+    if status == "failed":
+        return
+    try:
+        _fire(NODE_TAG.format(id=node_id, status=status), record)
+    except Exception as err:  # pylint: disable=broad-except
+        log.warning("eos_join: could not fire the %s event of %s: %s", status, node_id, err)

@@ -1,0 +1,544 @@
+"""
+Adding a node to the cluster, step by step, with a checkpoint and a rollback.
+
+The orchestration ``orchestrate/node_addition.sls`` runs these steps (through the
+``eos_join`` runner) for one node, each step a function here:
+
+``start``
+    take the cluster's join lease (one join at a time: joins that arrive together wait their
+    turn, so no assignment is computed from a stale registry) and checkpoint the master side:
+    the assignment version, every node's roles, the scale.
+``health``
+    wait for the node's minion to answer, ask it for a fresh signed registration (resources
+    and health checks), stop when a critical check fails.
+``checkpoint``
+    ``eos_cluster.checkpoint`` on the node and every member (EOS files, minion EOS config,
+    role services).
+``assign``
+    place roles over the active members, the members that already hold roles, and the node;
+    store the assignment as a new version.
+``configure``
+    refresh pillar on every member; run the configuration state (highstate by default) on the
+    node and on every node whose roles changed; when the scale changed, re-apply the EOS part
+    of the role states (thresholds, beacon interval) on every other member.
+``finish``
+    mark the node active (``eos/cluster/node/<id>/active``) and release the lease.
+``rollback``
+    after any failed step: restore the checkpointed assignment, mark the node failed with the
+    step and the error (``eos/cluster/node/<id>/failed``), roll the minions back to their
+    checkpoints, re-apply the previous roles on the nodes that changed, release the lease.
+
+Every step names the run (a token the orchestration makes once) and acts only while that run
+holds the lease, so a stale or repeated orchestration cannot act on another run's join.
+Running the whole flow again for a node that is already active changes nothing: the
+assignment has no churn, the configuration state is idempotent, the node stays active.
+
+The Salt side (the registry, minion calls, events) comes in as plain objects, so every
+decision here is testable without daemons.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from dataclasses import field
+
+from saltext.eos.utils import config
+from saltext.eos.utils import placement
+from saltext.eos.utils import registry
+from saltext.eos.utils import roles as role_rules
+
+log = logging.getLogger(__name__)
+
+JOINS_BANK = "eos/joins"
+LEASE_KEY = "join_lease"  # in registry.CLUSTER_BANK
+# The scale the members were last configured for (by the last join that finished). The
+# registry's own scale moves as soon as a node is accepted, before its join runs.
+CONFIGURED_SCALE_KEY = "configured_scale"
+STEPS = ("start", "health", "checkpoint", "assign", "configure", "finish")
+JOINABLE_STATUSES = ("accepted", "active")
+COMMON_STATE = "eos.roles.common"
+HIGHSTATE = "highstate"
+ROLES_CHANGED_TAG = "eos/roles/changed"
+FAILED_TAG = "eos/cluster/node/{id}/failed"
+
+DEFAULTS = {
+    "lease_wait": 900,  # seconds a join waits for the one before it
+    "lease_seconds": 1800,  # a lease not renewed for this long belongs to a dead run
+    "minion_wait": 120,  # seconds for the node's minion to answer and register
+    "state": HIGHSTATE,  # or an SLS name such as eos.roles
+    "state_timeout": 900,
+}
+
+
+class JoinFailed(Exception):
+    """A step failed; the message says what and where, for the operator and the event."""
+
+
+class NotOwner(JoinFailed):
+    """The run does not hold the join lease (never took it, or lost it)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    lease_wait: float
+    lease_seconds: float
+    minion_wait: float
+    state: str
+    state_timeout: float
+
+
+def settings(layers):
+    """``eos:join`` from ``config.Layers``: times in seconds; ``state``: highstate or an SLS."""
+    values = {}
+    for key, default in DEFAULTS.items():
+        value = layers.get("join", key, default=default)
+        if key == "state":
+            if not isinstance(value, str) or not value.strip():
+                raise config.InvalidConfig(
+                    f"{config.key_name('join', key)}: {value!r} is not 'highstate' or an SLS name"
+                )
+        else:
+            value = config.number(value, config.key_name("join", key), minimum=1)
+        values[key] = value
+    return Settings(**values)
+
+
+@dataclass
+class Call:
+    """What one minion answered: its return and whether Salt counted it a success."""
+
+    ret: object
+    retcode: int = 0
+
+
+@dataclass
+class Join:
+    """The Salt side of a join: the registry, minion calls, events and the clock."""
+
+    registry: registry.Registry
+    call: object  # call(targets, fun, args=(), kwargs=None, timeout=None) -> {id: Call}
+    fire: object  # fire(tag, data)
+    layers: config.Layers
+    settings: Settings
+    clock: object = time.time
+    sleep: object = time.sleep
+    progress: list = field(default_factory=list)
+
+    # --- the lease and the join record ---
+
+    @property
+    def cache(self):
+        return self.registry.cache
+
+    def lease(self):
+        return self.cache.fetch(registry.CLUSTER_BANK, LEASE_KEY) or None
+
+    def record(self, node_id):
+        return self.cache.fetch(JOINS_BANK, node_id) or None
+
+    def _save(self, record):
+        self.cache.store(JOINS_BANK, record["node"], record)
+
+    def _take_lease(self, node_id, run):
+        deadline = self.clock() + self.settings.lease_wait
+        while True:
+            with self.registry.lock:
+                held = self.lease()
+                now = self.clock()
+                if held is None or held["run"] == run or held["expires_at"] <= now:
+                    if held and held["run"] != run:
+                        log.warning(
+                            "eos_join: the lease of %s (run %s) expired; %s takes over",
+                            held["node"],
+                            held["run"],
+                            node_id,
+                        )
+                    self._write_lease(node_id, run, now)
+                    return
+            if self.clock() >= deadline:
+                raise JoinFailed(
+                    f"the join of {held['node']} (run {held['run']}) still holds the lease after "
+                    f"{self.settings.lease_wait:g} s; {node_id} did not start"
+                )
+            self.sleep(1.0)
+
+    def _write_lease(self, node_id, run, now):
+        self.cache.store(
+            registry.CLUSTER_BANK,
+            LEASE_KEY,
+            {"node": node_id, "run": run, "expires_at": now + self.settings.lease_seconds},
+        )
+
+    def _own(self, node_id, run):
+        """The join record of this run, renewing its lease; NotOwner when another run holds it."""
+        with self.registry.lock:
+            held = self.lease()
+            if held is None or held["run"] != run or held["node"] != node_id:
+                holder = f"{held['node']} (run {held['run']})" if held else "nobody"
+                raise NotOwner(
+                    f"run {run} of {node_id} does not hold the join lease ({holder} does)"
+                )
+            self._write_lease(node_id, run, self.clock())
+        joined = self.record(node_id)
+        if joined is None or joined["run"] != run:
+            raise NotOwner(f"no join record of run {run} for {node_id}")
+        return joined
+
+    def _release(self, run):
+        with self.registry.lock:
+            held = self.lease()
+            if held is not None and held["run"] == run:
+                self.cache.flush(registry.CLUSTER_BANK, LEASE_KEY)
+
+    def _step(self, node_id, run, name, work):
+        """Run ``work(joined)`` as step ``name``; a failure is recorded for the rollback."""
+        joined = self._own(node_id, run)
+        joined["step"] = name
+        self._save(joined)
+        try:
+            outcome = work(joined)
+        except JoinFailed as err:
+            joined.update(failed_step=name, error=str(err))
+            self._save(joined)
+            raise
+        joined.setdefault("done", []).append(name)
+        self._save(joined)
+        return outcome
+
+    # --- the steps ---
+
+    def start(self, node_id, run):
+        """Take the lease and checkpoint the master side; returns the checkpoint."""
+        registry.check_node_id(node_id)
+        record = self.registry.get(node_id)
+        if record is None:
+            raise JoinFailed(f"{node_id}: no such node in the registry")
+        if record["status"] not in JOINABLE_STATUSES:
+            hint = {
+                "pending": "accept it first (salt-run eos_cluster.accept)",
+                "failed": "fix the cause, then accept it again (salt-run eos_cluster.accept)",
+                "rejected": "it was rejected",
+            }[record["status"]]
+            raise JoinFailed(f"{node_id} is {record['status']}, not accepted: {hint}")
+        self._take_lease(node_id, run)
+        stored = self.registry.assignment() or {"version": 0, "assignments": {}}
+        summary = self.registry.summary()
+        joined = {
+            "node": node_id,
+            "run": run,
+            "started_at": self.clock(),
+            "status": "running",
+            "step": "start",
+            "done": ["start"],
+            "checkpoint": {
+                "version": stored["version"],
+                "assignments": stored["assignments"],
+                "scale": summary["scale"],
+            },
+            "minion_checkpoints": {},
+            "changed": [],
+            "configured": [],
+            "failed_step": None,
+            "error": None,
+        }
+        self._save(joined)
+        return {"node": node_id, "run": run, "checkpoint": joined["checkpoint"]}
+
+    def health(self, node_id, run):
+        """The node answers, registers afresh and passes every critical health check."""
+        return self._step(node_id, run, "health", lambda joined: self._health(node_id, joined))
+
+    def _health(self, node_id, joined):
+        self._wait_for_minion(node_id)
+        before = self._registration_ms(node_id)
+        answer = self.call([node_id], "eos_cluster.register", timeout=60).get(node_id)
+        if answer is None or answer.retcode or not isinstance(answer.ret, dict):
+            raise JoinFailed(f"{node_id}: eos_cluster.register failed: {_short(answer)}")
+        failed = [
+            check
+            for check in (answer.ret.get("health") or {}).get("checks", [])
+            if check.get("critical") and not check.get("passed")
+        ]
+        if failed:
+            raise JoinFailed(
+                f"{node_id} failed critical health checks: "
+                + "; ".join(f"{check['name']}: {check.get('detail')}" for check in failed)
+            )
+        # The registration travels as an event through the reactor; place the node only once
+        # its resources are recorded.
+        self._wait(
+            lambda: self._registration_ms(node_id) > before,
+            f"the registration of {node_id} to reach the registry "
+            "(is the eos/cluster/register reaction configured?)",
+        )
+        return {"health": answer.ret.get("health")}
+
+    def _registration_ms(self, node_id):
+        return (self.registry.get(node_id) or {}).get("registration_sent_at_ms") or 0
+
+    def _wait_for_minion(self, node_id):
+        deadline = self.clock() + self.settings.minion_wait
+        while True:
+            answer = self.call([node_id], "test.ping", timeout=10).get(node_id)
+            if answer is not None and answer.ret is True:
+                return
+            if self.clock() >= deadline:
+                raise JoinFailed(
+                    f"{node_id}: its minion did not answer within {self.settings.minion_wait:g} s"
+                )
+            self.sleep(2.0)
+
+    def _wait(self, done, what):
+        deadline = self.clock() + self.settings.minion_wait
+        while not done():
+            if self.clock() >= deadline:
+                raise JoinFailed(
+                    f"timed out after {self.settings.minion_wait:g} s waiting for {what}"
+                )
+            self.sleep(0.5)
+
+    def checkpoint(self, node_id, run):
+        """``eos_cluster.checkpoint`` on the node and every member."""
+        return self._step(
+            node_id, run, "checkpoint", lambda joined: self._checkpoint(node_id, run, joined)
+        )
+
+    def _checkpoint(self, node_id, run, joined):
+        targets = sorted({node_id, *self._member_ids()})
+        label = f"join-{node_id}"
+        answers = self.call(targets, "eos_cluster.checkpoint", kwargs={"label": label}, timeout=120)
+        taken = {
+            minion: answer.ret["id"]
+            for minion, answer in answers.items()
+            if not answer.retcode and isinstance(answer.ret, dict) and "id" in answer.ret
+        }
+        if node_id not in taken:
+            raise JoinFailed(
+                f"{node_id}: eos_cluster.checkpoint failed: {_short(answers.get(node_id))}"
+            )
+        missing = sorted(set(targets) - set(taken))
+        if missing:
+            log.warning("eos_join: no checkpoint on %s (no answer)", ", ".join(missing))
+        joined["minion_checkpoints"] = taken
+        return {"checkpoints": taken, "unreachable": missing}
+
+    def assign(self, node_id, run):
+        """Place roles over the settled members and the node; store the new assignment."""
+        return self._step(node_id, run, "assign", lambda joined: self._assign(node_id, joined))
+
+    def _assign(self, node_id, joined):
+        members = self._placement_members(node_id)
+        try:
+            catalogue, policy = role_rules.from_layers(self.layers)
+            solved = placement.solve(
+                [registry.as_role_node(record) for record in members], catalogue, policy
+            ).as_dict()
+        except config.InvalidConfig as err:
+            raise JoinFailed(f"role placement: {err}") from err
+        if not solved["assignments"].get(node_id):
+            reasons = "; ".join(item["reason"] for item in solved["unplaced"]) or "no role needed"
+            log.info("eos_join: %s gets no role: %s", node_id, reasons)
+        stored = self.registry.store_assignment(solved["assignments"])
+        self.fire(ROLES_CHANGED_TAG, {"version": stored["version"], "changes": stored["changes"]})
+        joined["changed"] = sorted(stored["changes"])
+        return {
+            "version": stored["version"],
+            "changes": stored["changes"],
+            "roles": solved["assignments"].get(node_id, []),
+            "unplaced": [item["reason"] for item in solved["unplaced"]],
+        }
+
+    def _placement_members(self, node_id):
+        """
+        Active nodes, accepted nodes that already hold roles, and the joining node. Accepted
+        nodes still waiting for their own join are left for it: placing them here would make
+        this join configure (and answer for) nodes it was not asked to add.
+        """
+        chosen = []
+        for status in registry.MEMBER_STATUSES:
+            for record in self.registry.records(status):
+                if record["id"] == node_id or status == "active" or record.get("roles"):
+                    chosen.append(record)
+        return chosen
+
+    def _member_ids(self):
+        return [
+            record["id"]
+            for status in registry.MEMBER_STATUSES
+            for record in self.registry.records(status)
+        ]
+
+    def configure(self, node_id, run):
+        """Refresh pillar everywhere; configure the node and the nodes whose roles changed."""
+        return self._step(
+            node_id, run, "configure", lambda joined: self._configure(node_id, joined)
+        )
+
+    def _configure(self, node_id, joined):
+        members = sorted({node_id, *self._member_ids()})
+        self.call(members, "saltutil.refresh_pillar", kwargs={"wait": True}, timeout=60)
+        targets = sorted({node_id, *joined["changed"]})
+        configured_for = self.cache.fetch(registry.CLUSTER_BANK, CONFIGURED_SCALE_KEY) or {}
+        scale_changed = self.registry.summary()["scale"] != configured_for.get("scale")
+        others = sorted(set(members) - set(targets)) if scale_changed else []
+        # Recorded before anything runs: a failure midway must roll back every node touched.
+        joined["configured"] = sorted({*targets, *others})
+        self._save(joined)
+        results = self._apply_state(targets)
+        if others:
+            results.update(self._run_state(others, COMMON_STATE))
+        problems = [
+            f"{minion}: {problem}" for minion in sorted(results) for problem in results[minion]
+        ]
+        if problems:
+            raise JoinFailed("configuration failed: " + " | ".join(problems[:10]))
+        return {"configured": targets, "scale_changed": scale_changed, "refreshed": others}
+
+    def _apply_state(self, targets):
+        if self.settings.state == HIGHSTATE:
+            answers = self.call(targets, "state.highstate", timeout=self.settings.state_timeout)
+            return {minion: state_problems(answers.get(minion)) for minion in targets}
+        return self._run_state(targets, self.settings.state)
+
+    def _run_state(self, targets, sls):
+        answers = self.call(targets, "state.apply", args=[sls], timeout=self.settings.state_timeout)
+        return {minion: state_problems(answers.get(minion)) for minion in targets}
+
+    def finish(self, node_id, run):
+        """Mark the node active and release the lease."""
+        joined = self._own(node_id, run)
+        roles = (self.registry.get(node_id) or {}).get("roles") or []
+        self.registry.set_status(node_id, "active", f"joined with roles {roles or 'none'}")
+        self.cache.store(
+            registry.CLUSTER_BANK,
+            CONFIGURED_SCALE_KEY,
+            {"scale": self.registry.summary()["scale"], "by": node_id},
+        )
+        joined.update(status="active", step="finish", finished_at=self.clock())
+        joined["done"].append("finish")
+        self._save(joined)
+        self._release(run)
+        return {"node": node_id, "status": "active", "roles": roles}
+
+    def rollback(self, node_id, run):
+        """
+        Undo a failed join of this run: assignment, node status, minion files and services,
+        previous roles on the changed nodes. A run that holds no lease has nothing to undo.
+        """
+        try:
+            joined = self._own(node_id, run)
+        except NotOwner as err:
+            return {"rolled_back": False, "comment": f"nothing to roll back: {err}"}
+        try:
+            return self._rollback(node_id, run, joined)
+        finally:
+            self._release(run)
+
+    def _rollback(self, node_id, run, joined):
+        step = joined.get("failed_step") or joined.get("step")
+        error = joined.get("error") or f"step {step} did not complete"
+        restored = self._restore_assignment(joined)
+        self._mark_failed(node_id, step, error)
+        minions = self._rollback_minions(joined)
+        reapplied = sorted(set(joined["changed"]) - {node_id})
+        # The failed node no longer counts: every member's scale and thresholds may be back too.
+        members = sorted(self._member_ids())
+        self.call(members, "saltutil.refresh_pillar", kwargs={"wait": True}, timeout=60)
+        problems = {}
+        if reapplied:
+            problems = {m: p for m, p in self._apply_state(reapplied).items() if p}
+        joined.update(
+            status="failed",
+            finished_at=self.clock(),
+            rollback={
+                "assignment_version": restored["version"],
+                "minions": minions,
+                "reapplied": reapplied,
+                "problems": problems,
+            },
+        )
+        self._save(joined)
+        return {
+            "rolled_back": True,
+            "node": node_id,
+            "failed_step": step,
+            "error": error,
+            "assignment_version": restored["version"],
+            "restored_from": joined["checkpoint"]["version"],
+            "minions": minions,
+            "reapplied": reapplied,
+            "problems": problems,
+        }
+
+    def _restore_assignment(self, joined):
+        previous = joined["checkpoint"]["assignments"]
+        current = (self.registry.assignment() or {}).get("assignments", {})
+        if current == previous:
+            return {"version": joined["checkpoint"]["version"], "changes": {}}
+        existing = {node: roles for node, roles in previous.items() if self.registry.get(node)}
+        stored = self.registry.store_assignment(existing)
+        self.fire(
+            ROLES_CHANGED_TAG,
+            {
+                "version": stored["version"],
+                "changes": stored["changes"],
+                "restored_from": joined["checkpoint"]["version"],
+            },
+        )
+        return stored
+
+    def _mark_failed(self, node_id, step, error):
+        record = self.registry.get(node_id)
+        if record is None or record["status"] not in ("accepted", "active"):
+            return
+        outcome = self.registry.set_status(node_id, "failed", f"join failed at {step}: {error}")
+        self.fire(
+            FAILED_TAG.format(id=node_id),
+            {**outcome.record, "step": step, "error": error},
+        )
+
+    def _rollback_minions(self, joined):
+        outcome = {}
+        for minion, checkpoint_id in sorted(joined["minion_checkpoints"].items()):
+            if minion not in joined.get("configured", []):
+                continue
+            answer = self.call(
+                [minion],
+                "eos_cluster.rollback",
+                kwargs={"checkpoint_id": checkpoint_id},
+                timeout=120,
+            ).get(minion)
+            outcome[minion] = (
+                "restored" if answer is not None and not answer.retcode else _short(answer)
+            )
+        return outcome
+
+
+def state_problems(answer):
+    """The failed states of one minion's state run, as short lines; [] when it all passed."""
+    if answer is None:
+        return ["no answer"]
+    ret = answer.ret
+    if isinstance(ret, list):  # render or compile errors
+        return [str(item) for item in ret][:5]
+    if not isinstance(ret, dict):
+        return [_short(ret)]
+    problems = [
+        f"{chunk.get('__id__', key)}: {chunk.get('comment')}"
+        for key, chunk in sorted(ret.items(), key=lambda item: _run_order(item[1]))
+        if isinstance(chunk, dict) and chunk.get("result") is False
+    ]
+    if not problems and answer.retcode:
+        problems.append(f"retcode {answer.retcode}")
+    return problems
+
+
+def _run_order(chunk):
+    return chunk.get("__run_num__", 0) if isinstance(chunk, dict) else 0
+
+
+def _short(value, limit=300):
+    if isinstance(value, Call):
+        value = value.ret
+    text = "no answer" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

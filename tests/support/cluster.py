@@ -1,0 +1,44 @@
+"""What the cluster integration tests share: waiting, checked calls and minion settings."""
+
+import pathlib
+import time
+
+import pytest
+import salt.cache
+
+from saltext.eos.utils import registry
+
+
+def wait_for(probe, what, timeout=60, interval=0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def run_ok(cli, *args, **kwargs):
+    ret = cli.run(*args, **kwargs)
+    assert ret.returncode == 0, ret
+    return ret.data
+
+
+def os_release_id():
+    for line in pathlib.Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("ID="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return "unknown"
+
+
+def minion_overrides(master, **extra):
+    # The health checks must pass on any CI host: accept this host's OS and any free space.
+    supported = {os_release_id(): "0", "RedHat": "0", "CentOS Stream": "0", "OEL": "0"}
+    eos = {"health": {"supported_os": supported, "min_root_free_gb": 0}, **extra.pop("eos", {})}
+    return {"publish_port": master.config["publish_port"], "eos": eos, **extra}
+
+
+def read_registry(master):
+    """The registry as the master stores it, read directly: fast enough to poll."""
+    return registry.Registry(salt.cache.factory(master.config))

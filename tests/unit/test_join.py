@@ -1,0 +1,351 @@
+"""
+The node-addition steps over an in-memory registry and a fake fleet of minions.
+
+The fleet answers like Salt's LocalClient would: a minion that is down does not answer; a
+state run returns its state chunks. It keeps what each minion was asked, so a test checks
+which nodes were configured, checkpointed and rolled back.
+"""
+
+import pytest
+
+from saltext.eos.utils import config
+from saltext.eos.utils import join
+from saltext.eos.utils import registry
+from tests.support.memory_cache import MemoryCache
+
+SMALL_CATALOGUE = {
+    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
+    for role in ("monolith", "edge", "core", "data", "app")
+}
+GB = 1000**3
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_750_000_000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class Fleet:
+    """Minions that answer calls; ``failing_state`` makes a node's state runs fail."""
+
+    def __init__(self, reg, clock):
+        self.reg = reg
+        self.clock = clock
+        self.down = set()
+        self.failing_state = set()
+        self.unhealthy = set()
+        self.calls = []
+        self.checkpoints = {}
+        self.rolled_back = []
+
+    def call(self, targets, fun, args=(), kwargs=None, timeout=None):
+        answers = {}
+        for minion in targets:
+            self.calls.append((minion, fun, tuple(args)))
+            if minion in self.down:
+                continue
+            answers[minion] = self.answer(minion, fun, kwargs or {})
+        return answers
+
+    def answer(self, minion, fun, kwargs):
+        if fun == "test.ping":
+            return join.Call(True)
+        if fun == "eos_cluster.register":
+            self.record_registration(minion)
+            passed = minion not in self.unhealthy
+            check = {"name": "master_reachable", "critical": True, "passed": passed,
+                     "detail": "ok" if passed else "connection refused"}  # fmt: skip
+            return join.Call({"sent": True, "health": {"passed": passed, "checks": [check]}})
+        if fun == "eos_cluster.checkpoint":
+            checkpoint_id = f"{minion}-{kwargs['label']}-{len(self.calls)}"
+            self.checkpoints[minion] = checkpoint_id
+            return join.Call({"id": checkpoint_id})
+        if fun == "eos_cluster.rollback":
+            self.rolled_back.append((minion, kwargs["checkpoint_id"]))
+            return join.Call({"id": kwargs["checkpoint_id"]})
+        if fun in ("state.highstate", "state.apply"):
+            failed = minion in self.failing_state
+            chunk = {"__id__": "eos_role_file", "result": not failed, "__run_num__": 0,
+                     "comment": "Permission denied" if failed else "ok"}  # fmt: skip
+            return join.Call({"file_|-eos_role_file": chunk}, 2 if failed else 0)
+        if fun == "saltutil.refresh_pillar":
+            return join.Call(True)
+        raise AssertionError(f"unexpected call {fun}")
+
+    def record_registration(self, minion):
+        # What the reactor does with the registration event: the record gets resources.
+        record = self.reg.get(minion)
+        record["resources"] = {
+            "cpu_cores": 4,
+            "memory_bytes": 8 * 1024**3,
+            "disks": [{"name": "vda", "size_bytes": 100 * GB, "storage_type": "ssd"}],
+        }
+        record["registration_sent_at_ms"] = int(self.clock() * 1000) + len(self.calls)
+        self.reg.cache.store(registry.NODES_BANK, minion, record)
+
+    def configured(self, fun="state.highstate"):
+        return sorted({minion for minion, called, _ in self.calls if called == fun})
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def events():
+    return []
+
+
+@pytest.fixture
+def reg(clock):
+    return registry.Registry(MemoryCache(), clock=clock)
+
+
+@pytest.fixture
+def fleet(reg, clock):
+    return Fleet(reg, clock)
+
+
+def make_join(reg, fleet, events, clock, **join_settings):
+    layers = config.Layers(
+        [("master config", {"roles": {"catalog": SMALL_CATALOGUE}, "join": join_settings})]
+    )
+    return join.Join(
+        registry=reg,
+        call=fleet.call,
+        fire=lambda tag, data: events.append((tag, data)),
+        layers=layers,
+        settings=join.settings(layers),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+
+@pytest.fixture
+def flow(reg, fleet, events, clock):
+    return make_join(reg, fleet, events, clock)
+
+
+def accept(reg, node_id):
+    reg.ensure(node_id, "its Salt key is pending")
+    reg.accept(node_id)
+
+
+def add(flow, node_id, run=None):
+    """The whole orchestration: every step, then rollback when one fails."""
+    run = run or f"run-{node_id}"
+    try:
+        for step in join.STEPS:
+            getattr(flow, step)(node_id, run)
+    except join.JoinFailed:
+        return flow.rollback(node_id, run)
+    return None
+
+
+def roles(reg):
+    return {record["id"]: record["roles"] for record in reg.records()}
+
+
+def test_nodes_join_one_after_another_and_the_cluster_grows(reg, fleet, flow, events):
+    accept(reg, "n1")
+    assert add(flow, "n1") is None
+    assert roles(reg) == {"n1": ["monolith"]}
+    assert reg.get("n1")["status"] == "active"
+
+    accept(reg, "n2")
+    assert add(flow, "n2") is None
+    assert sorted(role for node_roles in roles(reg).values() for role in node_roles) == [
+        "core",
+        "edge",
+    ]
+    # n1 changed role (monolith -> edge or core), so it was configured again.
+    assert fleet.configured() == ["n1", "n2"]
+
+    accept(reg, "n3")
+    fleet.calls.clear()
+    assert add(flow, "n3") is None
+    assert roles(reg)["n3"] == ["data"]
+    # A stable placement: nobody else changed, so only n3 was configured.
+    assert fleet.configured() == ["n3"]
+    assert reg.summary()["scale"] == "small"
+    assert flow.lease() is None
+    assert [tag for tag, _ in events].count(join.ROLES_CHANGED_TAG) == 3
+
+
+def test_a_scale_change_reapplies_the_eos_part_on_the_other_members(reg, fleet, flow):
+    for node_id in ("n1", "n2", "n3"):
+        accept(reg, node_id)
+        add(flow, node_id)
+    accept(reg, "n4")  # 4 members: small -> medium
+    fleet.calls.clear()
+    assert add(flow, "n4") is None
+    refreshed = fleet.configured("state.apply")
+    changed = set(fleet.configured())
+    assert "n4" in changed
+    assert set(refreshed) == {"n1", "n2", "n3"} - changed
+    assert all(args == (join.COMMON_STATE,) for _, fun, args in fleet.calls if fun == "state.apply")
+
+
+def test_a_failed_role_state_rolls_everything_back(reg, fleet, flow, events):
+    for node_id in ("n1", "n2"):
+        accept(reg, node_id)
+        add(flow, node_id)
+    before = reg.assignment()
+    roles_before = roles(reg)
+
+    accept(reg, "n3")
+    fleet.failing_state.add("n3")
+    events.clear()
+    outcome = add(flow, "n3")
+
+    assert outcome["rolled_back"] is True
+    assert outcome["failed_step"] == "configure"
+    assert "eos_role_file: Permission denied" in outcome["error"]
+    assert reg.get("n3")["status"] == "failed"
+    assert reg.get("n3")["roles"] == []
+    assert {node: r for node, r in roles(reg).items() if node != "n3"} == {
+        node: r for node, r in roles_before.items()
+    }
+    assert reg.assignment()["assignments"] == before["assignments"]
+    assert reg.assignment()["version"] > before["version"]  # versions only grow
+    # Only the node that was configured is rolled back, to the checkpoint of this join.
+    assert fleet.rolled_back == [("n3", fleet.checkpoints["n3"])]
+    (failed,) = [data for tag, data in events if tag == "eos/cluster/node/n3/failed"]
+    assert failed["step"] == "configure" and "Permission denied" in failed["error"]
+    assert flow.lease() is None
+
+    # The fault removed, the operator accepts n3 again: the next run succeeds.
+    fleet.failing_state.clear()
+    reg.accept("n3", "retry after the fix")
+    assert add(flow, "n3") is None
+    assert reg.get("n3")["status"] == "active"
+    assert reg.get("n3")["roles"] == ["data"]
+
+
+def test_a_critical_health_check_stops_the_join_before_any_change(reg, fleet, flow):
+    accept(reg, "n1")
+    add(flow, "n1")
+    version = reg.assignment()["version"]
+    accept(reg, "n2")
+    fleet.unhealthy.add("n2")
+    outcome = add(flow, "n2")
+    assert outcome["failed_step"] == "health"
+    assert "master_reachable: connection refused" in outcome["error"]
+    assert reg.assignment()["version"] == version
+    assert fleet.rolled_back == []
+    assert reg.get("n2")["status"] == "failed"
+
+
+def test_a_minion_that_never_answers_fails_the_join_within_its_wait(
+    reg, fleet, events, clock
+):
+    flow = make_join(reg, fleet, events, clock, minion_wait=30)
+    accept(reg, "n1")
+    fleet.down.add("n1")
+    started = clock()
+    outcome = add(flow, "n1")
+    assert outcome["failed_step"] == "health"
+    assert "did not answer within 30 s" in outcome["error"]
+    assert clock() - started < 40
+
+
+def test_running_the_flow_again_for_an_active_node_changes_nothing(reg, fleet, flow, events):
+    for node_id in ("n1", "n2", "n3"):
+        accept(reg, node_id)
+        add(flow, node_id)
+    version = reg.assignment()["version"]
+    history = len(reg.get("n3")["history"])
+    assert add(flow, "n3", run="again") is None
+    assert reg.get("n3")["status"] == "active"
+    assert len(reg.get("n3")["history"]) == history
+    assert roles(reg)["n3"] == ["data"]
+    assert reg.assignment()["version"] == version + 1  # stored again, with no change
+    (last_tag, last) = [(t, d) for t, d in events if t == join.ROLES_CHANGED_TAG][-1]
+    assert last["changes"] == {}
+
+
+def test_a_second_join_waits_for_the_lease_and_gives_up_when_it_is_not_released(
+    reg, fleet, events, clock
+):
+    flow = make_join(reg, fleet, events, clock, lease_wait=60)
+    accept(reg, "n1")
+    accept(reg, "n2")
+    flow.start("n1", "first")
+    with pytest.raises(join.JoinFailed, match="n1 .*still holds the lease after 60 s"):
+        flow.start("n2", "second")
+    # The holder is undisturbed, and a step of another run is refused.
+    assert flow.lease()["run"] == "first"
+    with pytest.raises(join.NotOwner):
+        flow.health("n1", "second")
+    assert flow.rollback("n2", "second")["rolled_back"] is False
+    assert reg.get("n2")["status"] == "accepted"
+
+
+def test_an_expired_lease_of_a_dead_run_is_taken_over(reg, fleet, events, clock):
+    flow = make_join(reg, fleet, events, clock, lease_seconds=100, lease_wait=500)
+    accept(reg, "n1")
+    accept(reg, "n2")
+    flow.start("n1", "dead")
+    clock.now += 101
+    flow.start("n2", "alive")
+    assert flow.lease()["node"] == "n2"
+    with pytest.raises(join.NotOwner):
+        flow.health("n1", "dead")
+
+
+def test_accepted_nodes_waiting_for_their_own_join_are_not_placed(reg, fleet, flow):
+    accept(reg, "n1")
+    add(flow, "n1")
+    accept(reg, "n2")
+    accept(reg, "n3")  # accepted together; n3 waits for its own join
+    add(flow, "n2")
+    assert roles(reg)["n3"] == []
+    assert "n3" not in fleet.configured()
+    add(flow, "n3")
+    assert roles(reg)["n3"] == ["data"]
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [("pending", "accept it first"), ("failed", "accept it again"), ("rejected", "rejected")],
+)
+def test_only_accepted_or_active_nodes_can_join(reg, flow, status, hint):
+    reg.ensure("n1", "key pending")
+    if status != "pending":
+        reg.accept("n1")
+        if status == "failed":
+            reg.set_status("n1", "failed", "broken")
+        else:
+            reg.reject("n1")
+    with pytest.raises(join.JoinFailed, match=f"n1 is {status}, not accepted: .*{hint}"):
+        flow.start("n1", "r")
+    assert flow.lease() is None
+
+
+def test_unknown_nodes_and_bad_settings_are_named(reg, flow):
+    with pytest.raises(join.JoinFailed, match="ghost: no such node"):
+        flow.start("ghost", "r")
+    with pytest.raises(config.InvalidConfig, match="eos:join:minion_wait: -1 must be >= 1"):
+        join.settings(config.Layers([("master config", {"join": {"minion_wait": -1}})]))
+    with pytest.raises(config.InvalidConfig, match="eos:join:state: '' is not"):
+        join.settings(config.Layers([("master config", {"join": {"state": ""}})]))
+
+
+def test_state_problems_reads_salt_state_returns():
+    assert join.state_problems(None) == ["no answer"]
+    assert join.state_problems(join.Call(["Rendering SLS failed"], 1)) == ["Rendering SLS failed"]
+    ok = {"a": {"__id__": "a", "result": True, "comment": "", "__run_num__": 0}}
+    assert join.state_problems(join.Call(ok)) == []
+    assert join.state_problems(join.Call(ok, 1)) == ["retcode 1"]
+    bad = {
+        "b": {"__id__": "second", "result": False, "comment": "no", "__run_num__": 2},
+        "c": {"__id__": "first", "result": False, "comment": "boom", "__run_num__": 1},
+    }
+    assert join.state_problems(join.Call(bad, 2)) == ["first: boom", "second: no"]
