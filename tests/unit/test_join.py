@@ -243,9 +243,7 @@ def test_a_critical_health_check_stops_the_join_before_any_change(reg, fleet, fl
     assert reg.get("n2")["status"] == "failed"
 
 
-def test_a_minion_that_never_answers_fails_the_join_within_its_wait(
-    reg, fleet, events, clock
-):
+def test_a_minion_that_never_answers_fails_the_join_within_its_wait(reg, fleet, events, clock):
     flow = make_join(reg, fleet, events, clock, minion_wait=30)
     accept(reg, "n1")
     fleet.down.add("n1")
@@ -267,7 +265,7 @@ def test_running_the_flow_again_for_an_active_node_changes_nothing(reg, fleet, f
     assert len(reg.get("n3")["history"]) == history
     assert roles(reg)["n3"] == ["data"]
     assert reg.assignment()["version"] == version + 1  # stored again, with no change
-    (last_tag, last) = [(t, d) for t, d in events if t == join.ROLES_CHANGED_TAG][-1]
+    last = [data for tag, data in events if tag == join.ROLES_CHANGED_TAG][-1]
     assert last["changes"] == {}
 
 
@@ -278,7 +276,7 @@ def test_a_second_join_waits_for_the_lease_and_gives_up_when_it_is_not_released(
     accept(reg, "n1")
     accept(reg, "n2")
     flow.start("n1", "first")
-    with pytest.raises(join.JoinFailed, match="n1 .*still holds the lease after 60 s"):
+    with pytest.raises(join.JoinFailed, match=r"n1 .*still holds the lease after 60 s"):
         flow.start("n2", "second")
     # The holder is undisturbed, and a step of another run is refused.
     assert flow.lease()["run"] == "first"

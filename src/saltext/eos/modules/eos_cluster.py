@@ -227,7 +227,7 @@ def rollback(checkpoint_id=None, label=None):
 
     Every saved file is checked against its checksum first: a damaged checkpoint is refused
     and nothing changes. Returns ``{id, restored, removed, unchanged, services, beacon}``;
-    the job fails when a service could not be put back.
+    the job fails when a service or the beacon could not be put back.
     """
     store = _checkpoint_store()
     try:
@@ -236,10 +236,11 @@ def rollback(checkpoint_id=None, label=None):
     except (checkpoints_store.CheckpointError, OSError) as err:
         raise CommandExecutionError(f"rollback not done: {err}") from err
     services = _restore_services(manifest["services"])
+    beacon = _sync_beacon()
     failed = {name: what for name, what in services.items() if what.startswith("failed")}
-    if failed:
+    if failed or beacon.startswith("failed"):
         __context__["retcode"] = 1
-    return {"id": manifest["id"], **files, "services": services, "beacon": _sync_beacon()}
+    return {"id": manifest["id"], **files, "services": services, "beacon": beacon}
 
 
 def _checkpoint_store():
@@ -278,7 +279,7 @@ def _services():
     names = checkpoints_store.role_services(
         defaults, __grains__.get("os_family"), _layers().get("role_config", default={})
     )
-    return {
+    found = {
         name: {
             "active": bool(__salt__["service.status"](name)),
             "enabled": bool(__salt__["service.enabled"](name)),
@@ -286,6 +287,10 @@ def _services():
         for name in names
         if __salt__["service.available"](name)
     }
+    # Asking whether a service is enabled runs commands that exit non-zero for "no"; their
+    # exit code is an answer, not a failure of this job.
+    __context__.pop("retcode", None)
+    return found
 
 
 def _restore_services(saved):
@@ -296,7 +301,15 @@ def _restore_services(saved):
             actions.append("enable" if wanted["enabled"] else "disable")
         if bool(__salt__["service.status"](name)) != wanted["active"]:
             actions.append("start" if wanted["active"] else "stop")
-        failed = [action for action in actions if not __salt__[f"service.{action}"](name)]
+        failed = []
+        for action in actions:
+            try:
+                if not __salt__[f"service.{action}"](name):
+                    failed.append(action)
+            except CommandExecutionError as err:
+                # systemd's service.start and service.enable raise (with systemctl's
+                # message) instead of returning False: one failure must not stop the rest.
+                failed.append(f"{action} ({err})")
         if failed:
             done[name] = f"failed: {', '.join(failed)}"
         else:
@@ -313,17 +326,25 @@ def _sync_beacon():
     except FileNotFoundError:
         saved = {}
     wanted = saved.get(BEACON)
-    running = __salt__["beacons.list"](return_yaml=False, include_pillar=False).get(BEACON)
+    listed = __salt__["beacons.list"](return_yaml=False, include_pillar=False)
+    if listed is None:
+        # Salt 3008's answer when the minion's beacon manager did not reply in time.
+        return "failed: the minion did not list its running beacons"
+    running = listed.get(BEACON)
     if wanted == running:
         return "unchanged"
     if wanted is None:
-        __salt__["beacons.delete"](BEACON)
-        return "removed"
+        return _beacon_outcome(__salt__["beacons.delete"](BEACON), "removed")
     if running is None:
-        __salt__["beacons.add"](BEACON, wanted)
-        return "added"
-    __salt__["beacons.modify"](BEACON, wanted)
-    return "modified"
+        return _beacon_outcome(__salt__["beacons.add"](BEACON, wanted), "added")
+    return _beacon_outcome(__salt__["beacons.modify"](BEACON, wanted), "modified")
+
+
+def _beacon_outcome(answer, done):
+    # beacons.add/modify/delete answer {result, comment}: a refusal is not a success.
+    if isinstance(answer, dict) and answer.get("result") is False:
+        return f"failed: {answer.get('comment') or done}"
+    return done
 
 
 def _sign(message):

@@ -379,7 +379,7 @@ def _refresh_pillars(before, after):
     # would keep the old scale's thresholds until their next highstate.
     log.info("eos_cluster: scale %s -> %s; refreshing the pillar of every minion", before, after)
     try:
-        with salt.client.get_local_client(mopts=__opts__) as client:
+        with salt.client.get_local_client(__opts__["conf_file"]) as client:
             client.cmd_async("*", "saltutil.refresh_pillar")
     except Exception as err:  # pylint: disable=broad-except
         log.warning("eos_cluster: could not ask minions to refresh their pillar: %s", err)

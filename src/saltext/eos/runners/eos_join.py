@@ -214,7 +214,9 @@ def _flow():
 
 def _call(targets, fun, args=(), kwargs=None, timeout=None):
     """Run ``fun`` on the listed minions; {id: join.Call} for those that answered."""
-    with salt.client.get_local_client(mopts=__opts__) as client:
+    # Built from the config file, as Salt's own saltutil.cmd does: the opts a runner gets when
+    # the reactor starts it through orchestrate do not authenticate a LocalClient.
+    with salt.client.get_local_client(__opts__["conf_file"]) as client:
         answers = client.cmd(
             list(targets),
             fun,

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -87,7 +88,8 @@ def _owned(tree, name):
 
 
 def check_label(label):
-    if not isinstance(label, str) or not LABEL.match(label):
+    # fullmatch: with match, "$" also accepts a trailing newline ("abc\n").
+    if not isinstance(label, str) or not LABEL.fullmatch(label):
         raise CheckpointError(
             f"label: {label!r} must be 1-100 characters of letters, digits, '_', '.', '@' or '-'"
         )
@@ -241,7 +243,10 @@ def _verified_contents(store, manifest):
 
 def _same_file(entry, content):
     try:
-        info = os.stat(entry["path"])
+        # lstat: a symlink put where a saved file was is not that file, whatever it points to.
+        info = os.lstat(entry["path"])
+        if not stat.S_ISREG(info.st_mode):
+            return False
         if info.st_mode & 0o7777 != entry["mode"] or info.st_size != entry["bytes"]:
             return False
         with open(entry["path"], "rb") as handle:
