@@ -1,8 +1,10 @@
 """
-Display ``eos_storage.analyze`` results as one table per minion.
+Display storage results as tables: ``eos_storage.analyze`` per minion, and the fleet report
+of ``salt-run eos_storage.report``.
 
-Each mount gets a row with its size, how full it is (as a percentage and a bar), inode use,
-threshold level (coloured when colour is on) and the estimated time until it is full.
+**analyze**: one table per minion. Each mount gets a row with its size, how full it is (as a
+percentage and a bar), inode use, threshold level (coloured when colour is on) and the
+estimated time until it is full.
 
 CLI Example:
 
@@ -10,6 +12,7 @@ CLI Example:
 
     salt '*' eos_storage.analyze --out=eos_storage
     salt-call eos_storage.analyze /var/lib/postgresql --out=eos_storage
+    salt-run eos_storage.report --out=eos_storage
 
 Example output:
 
@@ -24,9 +27,28 @@ Example output:
 A read-only mount shows ``(ro)`` after its filesystem type; figures that are unknown (no
 inodes on the filesystem, no growth estimate yet) show as ``-``.
 
-Any other return (an error message, ``eos_storage.thresholds`` or another function's result)
-is shown as YAML under the minion id instead of failing, so this outputter is safe to use
-with any function.
+**The fleet report** (``{nodes, conflicts, unreported}``): one table, a row per node (by id)
+with its registry status, the capacity and use of its dataset space, the usage as a
+percentage and a bar, its level (coloured), its datasets (how many, and their bytes) and the
+time until it is full at its recent growth; then a total line over the nodes that reported,
+the nodes that did not answer, and the copies found outside their placement, when there are
+any. A failed node's status is coloured, a joining one's too: either holds moves back.
+
+.. code-block:: text
+
+    NODE    STATUS  CAPACITY  USED     USED%  USAGE                 LEVEL    DATASETS       FULL IN
+    ------  ------  --------  -------  -----  --------------------  -------  -------------  -------
+    data-1  active  4.0 TiB   3.4 TiB  86.0%  #################...  cleanup  12 (3.0 TiB)   6d 2h
+    data-2  active  4.0 TiB   1.1 TiB  27.5%  ######..............  none     4 (901.1 GiB)  -
+    data-3  failed  -         -        -                            -        0              -
+    total: 3 nodes (2 reported), 8.0 TiB capacity, 4.5 TiB used (56.7%), 16 datasets
+    unreported: data-3
+
+A node that has not reported shows ``-`` for what only its report can say.
+
+Any other return (an error message, ``eos_storage.thresholds``, ``eos_storage.rebalance`` or
+another function's result) is shown as YAML (under the minion id, or per key of a runner's
+return) instead of failing, so this outputter is safe to use with any function.
 """
 
 import salt.utils.color
@@ -37,6 +59,20 @@ from saltext.eos.utils import formatting
 __virtualname__ = "eos_storage"
 
 HEADERS = ("MOUNT", "FSTYPE", "SIZE", "USED%", "USAGE", "INODE%", "LEVEL", "FULL IN")
+FLEET_HEADERS = (
+    "NODE",
+    "STATUS",
+    "CAPACITY",
+    "USED",
+    "USED%",
+    "USAGE",
+    "LEVEL",
+    "DATASETS",
+    "FULL IN",
+)
+# The keys of ``salt-run eos_storage.report``'s return, and what each node row must carry.
+FLEET_KEYS = frozenset(("nodes", "conflicts", "unreported"))
+FLEET_ROW_KEYS = frozenset(("capacity_bytes", "used_bytes", "usage_percent", "datasets"))
 INDENT = "    "
 
 # Colour names as salt.utils.color.get_colors spells them; unknown levels stay uncoloured.
@@ -49,6 +85,12 @@ LEVEL_COLOURS = {
     "emergency": "LIGHT_RED",
     "critical": "RED",
 }
+# Registry statuses worth a glance: a failed node or a join holds every rebalance back.
+STATUS_COLOURS = {
+    "failed": "LIGHT_RED",
+    "pending": "YELLOW",
+    "accepted": "YELLOW",
+}
 
 
 def __virtual__():
@@ -57,9 +99,12 @@ def __virtual__():
 
 def output(data, **kwargs):
     """
-    Render ``{minion_id: result}`` as text, a storage table for each ``analyze`` result.
+    Render ``{minion_id: result}`` as text, a storage table for each ``analyze`` result, or
+    a fleet report (``salt-run eos_storage.report``) as one table.
     """
     colours = salt.utils.color.get_colors(__opts__.get("color"), __opts__.get("color_theme"))
+    if is_fleet_report(data):
+        return _fleet_table(data, colours)
     if not isinstance(data, dict):
         return _as_text(data)
     return "\n".join(
@@ -74,7 +119,13 @@ def _sorted_items(data):
 
 def _render_minion(minion_id, result, colours):
     title = f"{colours['CYAN']}{minion_id}{colours['ENDC']}:"
-    body = _storage_table(result, colours) if is_storage_report(result) else _as_text(result)
+    if is_storage_report(result):
+        body = _storage_table(result, colours)
+    elif is_fleet_report(result):
+        # The runner's return reached through a minion (saltutil.runner, say).
+        body = _fleet_table(result, colours)
+    else:
+        body = _as_text(result)
     return f"{title}\n{_indent(body)}" if body else title
 
 
@@ -121,6 +172,101 @@ def _mount_row(mount, report, colours):
         _level_cell(report.get("level"), colours),
         formatting.human_duration(_number(report.get("time_to_full_seconds"))),
     ]
+
+
+# --- the fleet report ------------------------------------------------------------------------
+
+
+def is_fleet_report(result):
+    """
+    Whether ``result`` looks like ``salt-run eos_storage.report`` output: a dict with a
+    ``nodes`` mapping of node rows (each with ``capacity_bytes``, ``used_bytes``,
+    ``usage_percent`` and ``datasets``, which may be None) and at most the lists
+    ``conflicts`` and ``unreported`` beside it.
+    """
+    if not isinstance(result, dict) or "nodes" not in result or not set(result) <= FLEET_KEYS:
+        return False
+    nodes = result["nodes"]
+    if not isinstance(nodes, dict):
+        return False
+    if not all(isinstance(row, dict) and set(row) >= FLEET_ROW_KEYS for row in nodes.values()):
+        return False
+    return all(isinstance(result.get(key, []), list) for key in ("conflicts", "unreported"))
+
+
+def _fleet_table(report, colours):
+    nodes = report["nodes"]
+    rows = [_node_row(node_id, row, colours) for node_id, row in _sorted_items(nodes)]
+    lines = [formatting.render_table(FLEET_HEADERS, rows)] if rows else ["no nodes in the registry"]
+    if rows:
+        lines.append(_fleet_total(nodes))
+    unreported = report.get("unreported") or []
+    if unreported:
+        lines.append("unreported: " + ", ".join(str(node_id) for node_id in unreported))
+    conflicts = report.get("conflicts") or []
+    if conflicts:
+        lines.append("conflicts:")
+        lines.extend(f"  - {' '.join(str(conflict).split())}" for conflict in conflicts)
+    return "\n".join(lines)
+
+
+def _node_row(node_id, row, colours):
+    usage_percent = _number(row.get("usage_percent"))
+    return [
+        str(node_id),
+        _status_cell(row.get("status"), colours),
+        formatting.human_bytes(_number(row.get("capacity_bytes"))),
+        formatting.human_bytes(_number(row.get("used_bytes"))),
+        _percent(usage_percent),
+        formatting.usage_bar(usage_percent),
+        _level_cell(row.get("level"), colours),
+        _datasets_cell(row.get("datasets")),
+        formatting.human_duration(_number(row.get("time_to_full_seconds"))),
+    ]
+
+
+def _status_cell(status, colours):
+    if not isinstance(status, str):
+        return formatting.MISSING if status is None else str(status)
+    colour = colours.get(STATUS_COLOURS.get(status), "")
+    return f"{colour}{status}{colours['ENDC']}" if colour else status
+
+
+def _datasets_cell(placed):
+    """How many datasets the node holds and their bytes: ``"3 (1.2 GiB)"``, ``"0"``."""
+    if not isinstance(placed, dict):
+        return formatting.MISSING if placed is None else str(placed)
+    if not placed:
+        return "0"
+    sizes = [_number(size) for size in placed.values()]
+    if any(size is None for size in sizes):
+        return str(len(placed))
+    return f"{len(placed)} ({formatting.human_bytes(sum(sizes))})"
+
+
+def _fleet_total(nodes):
+    """One line: nodes, how many reported, capacity and use over those, datasets."""
+    reported = [
+        (row["capacity_bytes"], row["used_bytes"])
+        for row in nodes.values()
+        if (_number(row.get("capacity_bytes")) or 0) > 0
+        and _number(row.get("used_bytes")) is not None
+    ]
+    capacity = sum(size for size, _ in reported)
+    used = sum(taken for _, taken in reported)
+    count = sum(len(row["datasets"]) for row in nodes.values() if isinstance(row["datasets"], dict))
+    text = f"total: {len(nodes)} node{'' if len(nodes) == 1 else 's'}"
+    if len(reported) != len(nodes):
+        text += f" ({len(reported)} reported)"
+    if reported:
+        text += (
+            f", {formatting.human_bytes(capacity)} capacity, {formatting.human_bytes(used)} used"
+            f" ({_percent(100 * used / capacity)})"
+        )
+    return text + f", {count} dataset{'' if count == 1 else 's'}"
+
+
+# --- cells shared by both tables ---------------------------------------------------------------
 
 
 def _level_cell(level, colours):

@@ -301,8 +301,9 @@ def _transport(configured, source_host, destination_host):
 
 def _call(node, function, kwarg, timeout):
     """The return of ``function`` on ``node``; MoveFailed when it did not answer or failed."""
-    client = salt.client.LocalClient(mopts=__opts__)
-    answers = client.cmd(node, function, kwarg=kwarg, timeout=timeout, full_return=True)
+    # From the config file, as saltutil.cmd does: runner opts under orchestrate cannot auth.
+    with salt.client.get_local_client(__opts__["conf_file"]) as client:
+        answers = client.cmd(node, function, kwarg=kwarg, timeout=timeout, full_return=True)
     answer = answers.get(node)
     if not isinstance(answer, dict) or "ret" not in answer:
         raise datasets.MoveFailed(f"{function} on {node}: no answer")
@@ -333,15 +334,15 @@ def _refresh(context):
     paths = {name: declaration.path for name, declaration in context["declared"].items()}
     reports, unreported = {}, []
     if members:
-        client = salt.client.LocalClient(mopts=__opts__)
-        answers = client.cmd(
-            members,
-            "eos_dataset.sizes",
-            kwarg={"paths": paths},
-            tgt_type="list",
-            timeout=REPORT_TIMEOUT,
-            full_return=True,
-        )
+        with salt.client.get_local_client(__opts__["conf_file"]) as client:
+            answers = client.cmd(
+                members,
+                "eos_dataset.sizes",
+                kwarg={"paths": paths},
+                tgt_type="list",
+                timeout=REPORT_TIMEOUT,
+                full_return=True,
+            )
         for node in members:
             answer = answers.get(node)
             if not isinstance(answer, dict) or answer.get("retcode", 0) != 0:
