@@ -1,6 +1,8 @@
 """
-`make demo`: a real salt-master and salt-minion, as the current user, in a temporary
-directory, answering `salt '*' eos_storage.analyze`.
+`make demo`: a real salt-master and three salt-minions, as the current user, in a temporary
+directory. The minions join the EOS cluster one after another (registration, acceptance by
+policy, the node-addition orchestration, role states by highstate) while the demo prints the
+registry and the role assignment; then `salt '*' eos_storage.analyze` for the cluster.
 
 Nothing outside the temporary directory is touched and no root is needed. The daemons are
 stopped on exit, on Ctrl-C and on SIGTERM.
@@ -19,8 +21,14 @@ import tempfile
 import time
 
 BIN = pathlib.Path(sys.executable).parent
-MINION_ID = "eos-demo-minion"
+MINION_IDS = ("eos-demo-alpha", "eos-demo-bravo", "eos-demo-charlie")
 START_TIMEOUT_SECONDS = 90
+JOIN_TIMEOUT_SECONDS = 300
+# The demo's minions share this machine: any machine is big enough for every role here.
+SMALL_CATALOGUE = {
+    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
+    for role in ("monolith", "edge", "core", "data", "message", "observe", "compute", "app")
+}
 
 
 def free_port():
@@ -29,51 +37,118 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def write_configs(root):
-    publish_port, ret_port = free_port(), free_port()
-    common = {"root_dir": str(root), "user": getpass.getuser(), "log_level_logfile": "info"}
-    master = {
-        **common,
-        "interface": "127.0.0.1",
-        "publish_port": publish_port,
-        "ret_port": ret_port,
-        "auto_accept": True,
-        "log_file": str(root / "master.log"),
-    }
-    minion = {
-        **common,
-        "id": MINION_ID,
-        "master": "127.0.0.1",
-        "master_port": ret_port,
-        "publish_port": publish_port,
-        "log_file": str(root / "minion.log"),
-        # The analyzer keeps a sample per call; the demo calls it a few seconds apart.
-        "eos": {"analyzer": {"history_min_interval": 0}},
-    }
-    conf = root / "conf"
-    conf.mkdir()
+def write_json(path, data):
     # JSON is valid YAML, and keeps this script free of a yaml dependency.
-    (conf / "master").write_text(json.dumps(master, indent=2))
-    (conf / "minion").write_text(json.dumps(minion, indent=2))
-    return conf
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
 
 
-def salt(conf, *args, check=True):
-    command = [str(BIN / "salt"), "-c", str(conf), "--timeout=60", *args]
+def write_configs(root):
+    """The master's config dir, and one per minion: {"master": dir, minion id: dir}."""
+    publish_port, ret_port = free_port(), free_port()
+    user = getpass.getuser()
+    states = root / "states"
+    states.mkdir()
+    (states / "top.sls").write_text("base:\n  '*':\n    - eos.roles\n")
+    node_joined = "salt://eos/reactor/node_join.sls"
+    confs = {"master": root / "conf" / "master"}
+    write_json(
+        confs["master"] / "master",
+        {
+            "root_dir": str(root / "master"),
+            "user": user,
+            "interface": "127.0.0.1",
+            "publish_port": publish_port,
+            "ret_port": ret_port,
+            "auto_accept": True,
+            "log_file": str(root / "master.log"),
+            "log_level_logfile": "info",
+            "fileserver_backend": ["roots", "eos"],
+            "file_roots": {"base": [str(states)]},
+            "ext_pillar": [{"eos": {}}],
+            "reactor": [
+                {"eos/cluster/register": [node_joined]},
+                {"eos/cluster/node/*/accepted": [node_joined]},
+            ],
+            "eos": {"accept": "auto", "roles": {"catalog": SMALL_CATALOGUE}},
+        },
+    )
+    for minion_id in MINION_IDS:
+        confs[minion_id] = root / "conf" / minion_id
+        write_json(
+            confs[minion_id] / "minion",
+            {
+                "root_dir": str(root / minion_id),
+                "user": user,
+                "id": minion_id,
+                "master": "127.0.0.1",
+                "master_port": ret_port,
+                "publish_port": publish_port,
+                "log_file": str(root / f"{minion_id}.log"),
+                "log_level_logfile": "info",
+                "eos": {
+                    # Kept apart per minion; packages and services are left to the machine.
+                    "config_dir": str(root / minion_id / "etc" / "eos"),
+                    "manage_software": False,
+                    # The demo asks for an analysis a few seconds apart.
+                    "analyzer": {"history_min_interval": 0},
+                    # A laptop or CI box is not a supported server OS; the demo joins anyway.
+                    "health": {"supported_os": {_os_name(): "0"}, "min_root_free_gb": 0},
+                },
+            },
+        )
+    return confs
+
+
+def _os_name():
+    """This machine's 'os' grain, as the health check will see it."""
+    import salt.config  # pylint: disable=import-outside-toplevel
+    import salt.loader  # pylint: disable=import-outside-toplevel
+
+    return salt.loader.grains(salt.config.minion_config(None)).get("os", "unknown")
+
+
+def run(tool, conf, *args, check=True):
+    command = [str(BIN / tool), "-c", str(conf), "--timeout=120", *args]
     return subprocess.run(command, check=check, text=True, capture_output=True)
 
 
-def wait_for_minion(conf, daemons):
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+def start(daemons, name, tool, conf):
+    daemons[name] = subprocess.Popen(
+        [str(BIN / tool), "-c", str(conf), "-l", "quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for(probe, what, daemons, timeout):
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, process in daemons.items():
             if process.poll() is not None:
-                raise SystemExit(f"salt-{name} exited early with code {process.returncode}")
-        ret = salt(conf, MINION_ID, "test.ping", "--out=json", "--static", check=False)
-        if '"' + MINION_ID + '": true' in ret.stdout:
-            return
+                raise SystemExit(f"{name} exited early with code {process.returncode}")
+        value = probe()
+        if value:
+            return value
         time.sleep(1)
-    raise SystemExit(f"the minion did not answer within {START_TIMEOUT_SECONDS}s")
+    raise SystemExit(f"timed out after {timeout}s waiting for {what}")
+
+
+def answers(master_conf, minion_id):
+    ret = run("salt", master_conf, minion_id, "test.ping", "--out=json", "--static", check=False)
+    return f'"{minion_id}": true' in ret.stdout
+
+
+def node_status(master_conf, minion_id):
+    ret = run("salt-run", master_conf, "eos_cluster.nodes", "--out=json", check=False)
+    try:
+        nodes = json.loads(ret.stdout)
+    except ValueError:
+        return None
+    for record in nodes:
+        if record["id"] == minion_id and record["status"] in ("active", "failed"):
+            return record
+    return None
 
 
 def stop(daemons):
@@ -87,12 +162,36 @@ def stop(daemons):
             process.kill()
 
 
-def show(conf, title, *args):
-    print(f"\n$ salt '*' {' '.join(args)}")
-    ret = salt(conf, "*", *args, check=False)
+def show(command, *args):
+    tool, conf = command
+    print(f"\n$ {tool} {' '.join(args)}")
+    ret = run(tool, conf, *args, check=False)
     print(ret.stdout.rstrip() or ret.stderr.rstrip())
     if ret.returncode != 0:
-        raise SystemExit(f"{title} failed with exit code {ret.returncode}")
+        raise SystemExit(f"{tool} {args[0]} failed with exit code {ret.returncode}")
+
+
+def print_registry(master_conf):
+    ret = run("salt-run", master_conf, "eos_cluster.nodes", "--out=json")
+    print("\n$ salt-run eos_cluster.nodes   (id, status, roles)")
+    for record in json.loads(ret.stdout):
+        print(f"    {record['id']:<20} {record['status']:<8} {', '.join(record['roles']) or '-'}")
+
+
+def join(daemons, confs, minion_id):
+    master_conf = confs["master"]
+    print(f"\n=== {minion_id} joins ===")
+    start(daemons, minion_id, "salt-minion", confs[minion_id])
+    wait_for(lambda: answers(master_conf, minion_id), f"{minion_id} to connect", daemons,
+             START_TIMEOUT_SECONDS)  # fmt: skip
+    # What a new machine does on first start: register; the master accepts it by policy and
+    # the reactor runs orchestrate/node_addition.sls.
+    run("salt", master_conf, minion_id, "eos_cluster.register")
+    record = wait_for(lambda: node_status(master_conf, minion_id), f"the join of {minion_id}",
+                      daemons, JOIN_TIMEOUT_SECONDS)  # fmt: skip
+    print(f"{minion_id} is {record['status']} with roles {record['roles']}")
+    print_registry(master_conf)
+    show(("salt-run", master_conf), "eos_roles.show", "--out=yaml")
 
 
 def main():
@@ -100,19 +199,14 @@ def main():
     root = pathlib.Path(tempfile.mkdtemp(prefix="eos-demo-"))
     daemons = {}
     try:
-        conf = write_configs(root)
-        print(f"Starting salt-master and salt-minion as {getpass.getuser()} under {root}")
-        for name in ("master", "minion"):
-            daemons[name] = subprocess.Popen(
-                [str(BIN / f"salt-{name}"), "-c", str(conf), "-l", "quiet"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        wait_for_minion(conf, daemons)
-        print("Minion connected; its key was accepted by the demo master.")
+        confs = write_configs(root)
+        print(f"Starting a salt-master and three salt-minions as {getpass.getuser()} under {root}")
+        start(daemons, "salt-master", "salt-master", confs["master"])
+        for minion_id in MINION_IDS:
+            join(daemons, confs, minion_id)
         color = "--force-color" if sys.stdout.isatty() else "--no-color"
-        show(conf, "analyze", "eos_storage.analyze", "--out=eos_storage", color)
-        show(conf, "thresholds", "eos_storage.thresholds", "/", "--out=yaml")
+        show(("salt-run", confs["master"]), "eos_cluster.info", "--out=yaml")
+        show(("salt", confs["master"]), "*", "eos_storage.analyze", "--out=eos_storage", color)
     except KeyboardInterrupt:
         print("\nInterrupted.")
     finally:

@@ -347,3 +347,28 @@ def test_state_problems_reads_salt_state_returns():
         "c": {"__id__": "first", "result": False, "comment": "boom", "__run_num__": 1},
     }
     assert join.state_problems(join.Call(bad, 2)) == ["first: boom", "second: no"]
+
+
+def test_edges_are_configured_again_after_a_new_core_node(reg, fleet, flow):
+    for node_id in ("n1", "n2", "n3"):
+        accept(reg, node_id)
+        add(flow, node_id)
+    (edge,) = [node for node, node_roles in roles(reg).items() if node_roles == ["edge"]]
+    accept(reg, "n4")  # a fourth node: a second core
+    fleet.calls.clear()
+    assert add(flow, "n4") is None
+    assert roles(reg)["n4"] == ["core"]
+    highstates = [minion for minion, fun, _ in fleet.calls if fun == "state.highstate"]
+    # The new core node first (it publishes its address), then the edge that proxies to it.
+    assert highstates == ["n4", edge]
+    assert flow.record("n4")["dependents"] == [edge]
+
+
+def test_dependents_are_holders_of_roles_configured_from_a_moved_role():
+    assignments = {"e1": ["edge"], "c1": ["core"], "d1": ["data"], "e2": ["edge"]}
+    assert join.dependents({"c1": {"old": [], "new": ["core"]}}, assignments) == ["e1", "e2"]
+    assert join.dependents({"d1": {"old": [], "new": ["data"]}}, assignments) == []
+    assert join.dependents({"c1": {"old": ["monolith"], "new": ["edge"]}}, assignments) == [
+        "e1",
+        "e2",
+    ]

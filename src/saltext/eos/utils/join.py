@@ -61,6 +61,11 @@ HIGHSTATE = "highstate"
 ROLES_CHANGED_TAG = "eos/roles/changed"
 FAILED_TAG = "eos/cluster/node/{id}/failed"
 
+# Roles whose configuration names the holders of other roles: an edge proxies to the core
+# (or monolith) nodes it finds in the mine (roles/edge.sls), so when those change hands the
+# edges are configured again, after the nodes that changed have published themselves.
+CONFIGURED_FROM = {"edge": ("core", "monolith")}
+
 DEFAULTS = {
     "lease_wait": 900,  # seconds a join waits for the one before it
     "lease_seconds": 1800,  # a lease not renewed for this long belongs to a dead run
@@ -341,6 +346,9 @@ class Join:
         stored = self.registry.store_assignment(solved["assignments"])
         self.fire(ROLES_CHANGED_TAG, {"version": stored["version"], "changes": stored["changes"]})
         joined["changed"] = sorted(stored["changes"])
+        joined["dependents"] = sorted(
+            set(dependents(stored["changes"], solved["assignments"])) - set(joined["changed"])
+        )
         return {
             "version": stored["version"],
             "changes": stored["changes"],
@@ -378,13 +386,16 @@ class Join:
         members = sorted({node_id, *self._member_ids()})
         self.call(members, "saltutil.refresh_pillar", kwargs={"wait": True}, timeout=60)
         targets = sorted({node_id, *joined["changed"]})
+        followers = sorted(set(joined.get("dependents", [])) - {node_id})
         configured_for = self.cache.fetch(registry.CLUSTER_BANK, CONFIGURED_SCALE_KEY) or {}
         scale_changed = self.registry.summary()["scale"] != configured_for.get("scale")
-        others = sorted(set(members) - set(targets)) if scale_changed else []
+        others = sorted(set(members) - set(targets) - set(followers)) if scale_changed else []
         # Recorded before anything runs: a failure midway must roll back every node touched.
-        joined["configured"] = sorted({*targets, *others})
+        joined["configured"] = sorted({*targets, *followers, *others})
         self._save(joined)
         results = self._apply_state(targets)
+        if followers:
+            results.update(self._apply_state(followers))
         if others:
             results.update(self._run_state(others, COMMON_STATE))
         problems = [
@@ -392,7 +403,12 @@ class Join:
         ]
         if problems:
             raise JoinFailed("configuration failed: " + " | ".join(problems[:10]))
-        return {"configured": targets, "scale_changed": scale_changed, "refreshed": others}
+        return {
+            "configured": targets,
+            "followers": followers,
+            "scale_changed": scale_changed,
+            "refreshed": others,
+        }
 
     def _apply_state(self, targets):
         if self.settings.state == HIGHSTATE:
@@ -440,7 +456,7 @@ class Join:
         restored = self._restore_assignment(joined)
         self._mark_failed(node_id, step, error)
         minions = self._rollback_minions(joined)
-        reapplied = sorted(set(joined["changed"]) - {node_id})
+        reapplied = sorted({*joined["changed"], *joined.get("dependents", [])} - {node_id})
         # The failed node no longer counts: every member's scale and thresholds may be back too.
         members = sorted(self._member_ids())
         self.call(members, "saltutil.refresh_pillar", kwargs={"wait": True}, timeout=60)
@@ -512,6 +528,21 @@ class Join:
                 "restored" if answer is not None and not answer.retcode else _short(answer)
             )
         return outcome
+
+
+def dependents(changes, assignments):
+    """
+    The nodes to configure again because roles they are configured from changed hands
+    (``CONFIGURED_FROM``): ``changes`` {id: {old, new}}, ``assignments`` {id: [roles]}.
+    """
+    moved = set()
+    for change in changes.values():
+        moved |= set(change["old"]) ^ set(change["new"])
+    return sorted(
+        node
+        for node, roles in assignments.items()
+        if any(moved & set(CONFIGURED_FROM.get(role, ())) for role in roles)
+    )
 
 
 def state_problems(answer):
