@@ -21,6 +21,32 @@ Configuration (minion config or pillar; pillar wins), every key optional:
         required_ports: [80, 443]
         competing_agents: [puppet, chef-client, ansible-pull]
 
+Bootstrap (``eos_cluster.bootstrap``, state ``eos_cluster.bootstrapped``), every key optional:
+
+.. code-block:: yaml
+
+    eos:
+      bootstrap:
+        restart: true             # service.restart salt-minion (and salt-master in single
+                                  # mode); false: the daemons are restarted by someone else
+                                  # (a container supervisor, a test); or service names:
+                                  # {minion: salt-minion@blue, master: salt-master@blue}
+        timeout: 900              # seconds to wait for the node to become active or failed
+        poll_interval: 5
+        call_timeout: 60          # seconds for one salt-call (registration, status)
+        master_wait: 60           # single mode: seconds for the restarted master's ports
+        cluster: eos              # single: the name discovery announces; discover: the
+                                  # name looked for (default: any EOS master)
+        master_config_dir: /etc/salt/master.d   # default: master.d beside the minion config
+        startup_state: true       # once active, the node applies eos.roles at every start
+
+The drop-ins it writes: ``minion.d/eos.conf`` (``master``, ``id``, ports, ``startup_states``
+and ``eos_bootstrap``, the record of what was done) and, in single mode, ``master.d/eos.conf``
+(the README's master block, ``discovery`` with the mapping ``eos_cluster: <name>``,
+``eos:join:state: eos.roles`` unless the site's master config sets ``eos:join:state``). Salt
+lays a drop-in over the main config file key by key, so single mode refuses to run while the
+main master file sets one of the drop-in's keys (it would be hidden).
+
 Events:
 
 ``eos/cluster/register``
@@ -29,18 +55,25 @@ Events:
     the registration only for this minion's id, however the event reaches it.
 """
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
+import socket
+import subprocess
+import sys
 import time
 
 import salt.crypt
+import salt.utils.ssdp
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import InvalidKeyError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos import PACKAGE_ROOT
+from saltext.eos.utils import bootstrap as bootstrapping
 from saltext.eos.utils import checkpoint as checkpoints_store
 from saltext.eos.utils import config
 from saltext.eos.utils import health
@@ -164,6 +197,157 @@ def register(preferred_role=None):
     }
 
 
+def bootstrap(
+    mode,
+    master=None,
+    port=None,
+    cluster=None,
+    minion_id=None,
+    publish_port=None,
+    dry_run=False,
+    wait=True,
+    timeout=None,
+    master_config_dir=None,
+):
+    """
+    Bring this host into an EOS cluster: as a one-node cluster (``single``), by joining a
+    master (``join``), or by finding the master on the local network (``discover``). Meant for
+    a fresh machine that has only Salt and this package: ``salt-call --local``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call --local eos_cluster.bootstrap mode=single
+        salt-call --local eos_cluster.bootstrap mode=join master=10.0.0.5
+        salt-call --local eos_cluster.bootstrap mode=join master=salt.example.com:4506
+        salt-call --local eos_cluster.bootstrap mode=discover cluster=prod
+        salt-call --local eos_cluster.bootstrap mode=discover dry_run=True
+
+    mode
+        ``single``: this host becomes master and only node (master drop-in with EOS's master
+        block and SSDP discovery, minion pointed at 127.0.0.1, both daemons restarted; the
+        first node is accepted and gets the monolith role). ``join``: pre-join health checks
+        against ``master`` (nothing is written when a critical check fails), minion drop-in,
+        salt-minion restarted, registration sent, then a wait until the master marks the node
+        active or failed. ``discover``: Salt's SSDP master discovery; one EOS master found ->
+        join it; several -> an error listing them; none -> an error saying so.
+    master
+        The master's address or host name (``join``), optionally with ``:port``.
+    port
+        The master's return port (default 4506); ``publish_port`` its publish port (4505).
+    cluster
+        ``single``: the cluster name the master announces (default ``eos``). ``discover``:
+        only masters announcing this name. Default: ``eos:bootstrap:cluster``.
+    minion_id
+        The id written into the drop-in (default: this minion's id now).
+    dry_run
+        Return the plan (each step and what it changes) and change nothing.
+    wait
+        ``False``: stop after the registration instead of waiting for the join.
+    timeout
+        Seconds to wait for the join (default ``eos:bootstrap:timeout``, 900).
+    master_config_dir
+        The master's drop-in directory (default: master.d beside the minion config file).
+
+    Before the first change a checkpoint of EOS's drop-ins (and of the salt-master and
+    salt-minion service states) is taken with the node checkpoints (``eos_cluster
+    .checkpoints``). When a step fails the drop-ins are restored and the daemons restarted
+    on the restored config; the job returns ``result: False`` with ``failed_step`` and
+    ``error`` and exits 1. Once the master knows the node (pending, joining or failed), a
+    wait that ends without ``active`` keeps the config: the master owns the join and
+    ``salt-run eos_cluster.accept <id>`` retries it.
+
+    Returns ``{result, changed, mode, minion_id, master, cluster, plan, done, checkpoint,
+    outcome: {status, roles, health}, progress, failed_step, error, rollback}``; ``already:
+    True`` and no plan when the node was bootstrapped this way before (nothing is done).
+    """
+    try:
+        options = bootstrapping.settings(_layers())
+        if timeout is not None:
+            options = dataclasses.replace(
+                options, timeout=bootstrapping.positive(timeout, "timeout")
+            )
+        req = bootstrapping.request(mode, master, port, publish_port, cluster, minion_id)
+    except bootstrapping.InvalidRequest as err:
+        raise SaltInvocationError(str(err)) from err
+    if req.cluster is None and options.cluster is not None:
+        req = dataclasses.replace(req, cluster=options.cluster)
+    if mode == "single":
+        req = dataclasses.replace(req, master=req.master or bootstrapping.SINGLE_MASTER)
+    where = bootstrapping.paths(
+        __opts__["conf_file"],
+        __opts__.get("default_include") or "minion.d/*.conf",
+        master_config_dir or options.master_config_dir,
+    )
+    node = req.minion_id or __opts__["id"]
+    summary = {
+        "mode": mode,
+        "minion_id": node,
+        "cluster": req.cluster,
+        "dry_run": bool(dry_run),
+        "drop_ins": {"minion": where.minion_drop_in},
+    }
+    if mode == "single":
+        summary["drop_ins"]["master"] = where.master_drop_in
+
+    current = {
+        path: bootstrapping.read_text(path) for path in (where.minion_drop_in, where.master_drop_in)
+    }
+    if mode == "discover" and bootstrapping.already_done(req, current[where.minion_drop_in]):
+        return _already(summary, req, where, current)
+    if mode == "discover":
+        try:
+            found = _discover(req.cluster)
+        except bootstrapping.StepFailed as err:
+            __context__["retcode"] = 1
+            return {
+                **summary,
+                "result": False,
+                "changed": False,
+                "failed_step": err.step,
+                "error": str(err),
+            }
+        summary["discovered"] = found
+        req = dataclasses.replace(req, master=found["address"])
+    summary["master"] = req.master
+
+    if bootstrapping.already_done(req, current[where.minion_drop_in]):
+        return _already(summary, req, where, current)
+    try:
+        join_state = None
+        if mode == "single" and not bootstrapping.site_join_state(where):
+            join_state = bootstrapping.JOIN_STATE
+        hidden = bootstrapping.hidden_master_keys(where, join_state) if mode == "single" else []
+        startup = options.startup_state and not bootstrapping.site_startup_states(where)
+    except bootstrapping.InvalidRequest as err:
+        raise CommandExecutionError(str(err)) from err
+    if hidden:
+        raise CommandExecutionError(
+            f"{where.master_conf} sets {', '.join(hidden)}: Salt lays {where.master_drop_in} "
+            "over the main file key by key, so those settings would be hidden. Move them into "
+            f"a drop-in of their own (e.g. {os.path.join(where.master_dir, 'site.conf')}; Salt "
+            "merges drop-ins list by list and mapping by mapping) and run again; nothing was "
+            "changed"
+        )
+    steps = bootstrapping.plan(req, node, where, options, current, join_state, startup)
+    if not wait:
+        steps = [step for step in steps if step.name not in ("wait", "startup_state")]
+    summary["plan"] = [step.as_dict() for step in steps]
+    if dry_run:
+        # result True: the plan was made (salt-call exits 1 on a falsy result).
+        return {**summary, "result": True, "changed": False, "comment": "dry run: nothing changed"}
+
+    _check_services(steps)
+    runner = bootstrapping.Bootstrap(
+        world=_bootstrap_world(), settings=options, paths=where, req=req, minion_id=node
+    )
+    done = runner.run(steps)
+    if not done["result"]:
+        __context__["retcode"] = 1
+    return {**summary, "changed": True, **done}
+
+
 def checkpoint(label="manual"):
     """
     Save what EOS manages on this node, to undo a change with ``eos_cluster.rollback``: every
@@ -241,6 +425,150 @@ def rollback(checkpoint_id=None, label=None):
     if failed or beacon.startswith("failed"):
         __context__["retcode"] = 1
     return {"id": manifest["id"], **files, "services": services, "beacon": beacon}
+
+
+def _already(summary, req, where, current):
+    record = bootstrapping.recorded(current[where.minion_drop_in])
+    return {
+        **summary,
+        "master": record.get("master"),
+        "result": True,
+        "changed": False,
+        "already": True,
+        "comment": f"already bootstrapped ({req.mode}, master {record.get('master')}): "
+        f"{where.minion_drop_in} says so; nothing changed",
+    }
+
+
+def _check_services(steps):
+    """A daemon to restart must be a service this host's service manager knows."""
+    for step in steps:
+        service = step.payload if step.name in ("restart_master", "restart_minion") else None
+        if service is None:
+            continue
+        if "service.available" not in __salt__ or not __salt__["service.available"](service):
+            raise CommandExecutionError(
+                f"{service} is not a service this host's service manager knows, so "
+                f"eos_cluster.bootstrap cannot restart it; nothing was changed. Set "
+                f"eos:bootstrap:restart to false (and restart the daemons yourself) or to "
+                f"{{minion: <service>, master: <service>}}"
+            )
+
+
+def _discover(cluster):
+    """The one EOS master Salt's SSDP discovery finds, or StepFailed('discover')."""
+    try:
+        options = bootstrapping.discovery_options(__opts__.get("discovery"))
+    except bootstrapping.InvalidRequest as err:
+        raise SaltInvocationError(str(err)) from err
+    client = salt.utils.ssdp.SSDPDiscoveryClient(port=options["port"])
+    answers = {}
+    for attempt in range(options["attempts"]):
+        log.info(
+            "eos bootstrap: SSDP discovery on UDP port %s, try %s", options["port"], attempt + 1
+        )
+        try:
+            answers.update(client.discover())
+        except OSError as err:
+            raise bootstrapping.StepFailed("discover", f"SSDP discovery failed: {err}") from err
+        if bootstrapping.candidates(answers):
+            break
+        if attempt + 1 < options["attempts"]:
+            time.sleep(options["pause"])
+    found = bootstrapping.matching(
+        bootstrapping.candidates(answers), cluster, options["mapping"], options["match"]
+    )
+    return bootstrapping.choose(found, cluster)
+
+
+def _bootstrap_world():
+    def health_of(req):
+        host, port, publish = req.target()
+        target = health.Target(
+            masters=(host,), configured_masters=(host,), publish_port=publish, ret_port=port
+        )
+        try:
+            options = health.settings(_layers())
+        except config.InvalidConfig as err:
+            raise bootstrapping.BootstrapError(str(err)) from err
+        return health.run_all(options, __grains__, target, _health_world())
+
+    def take(label, trees, services):
+        return checkpoints_store.take(_checkpoint_store(), label, trees, services)
+
+    def restore(checkpoint_id):
+        store = _checkpoint_store()
+        return checkpoints_store.restore(store, checkpoints_store.find(store, checkpoint_id))
+
+    def available(name):
+        return "service.available" in __salt__ and bool(__salt__["service.available"](name))
+
+    def state(name):
+        found = {
+            "active": bool(__salt__["service.status"](name)),
+            "enabled": bool(__salt__["service.enabled"](name)),
+        }
+        __context__.pop("retcode", None)  # "not enabled" exits non-zero: an answer
+        return found
+
+    def service(action, name):
+        try:
+            return bool(__salt__[f"service.{action}"](name))
+        except CommandExecutionError as err:
+            raise bootstrapping.BootstrapError(f"service.{action} {name}: {err}") from err
+
+    return bootstrapping.World(
+        health=health_of,
+        take_checkpoint=take,
+        restore_checkpoint=restore,
+        service_available=available,
+        service_state=state,
+        service=service,
+        salt_call=_salt_call,
+        ports_open=_ports_open,
+    )
+
+
+def _salt_call_command():
+    beside = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    return beside if os.access(beside, os.X_OK) else (shutil.which("salt-call") or "salt-call")
+
+
+def _salt_call(args, timeout):
+    """
+    Run salt-call against the master, with this minion's config (and so the new drop-in):
+    the bootstrap itself runs with --local. ``{retcode, data, stderr}``.
+    """
+    argv = [
+        _salt_call_command(),
+        "-c",
+        os.path.dirname(__opts__["conf_file"]),
+        "--out=json",
+        "--retcode-passthrough",
+        "--log-level=error",
+        *args,
+    ]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"retcode": 124, "data": None, "stderr": f"salt-call timed out after {timeout:g} s"}
+    except OSError as err:
+        return {"retcode": 127, "data": None, "stderr": str(err)}
+    try:
+        data = json.loads(done.stdout).get("local") if done.stdout.strip() else None
+    except (ValueError, AttributeError):
+        data = None
+    return {"retcode": done.returncode, "data": data, "stderr": done.stderr}
+
+
+def _ports_open(host, ports):
+    for port in ports:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                pass
+        except OSError:
+            return False
+    return True
 
 
 def _checkpoint_store():

@@ -1,0 +1,399 @@
+"""
+Bootstrap across a network: two hosts of the test's own, network namespaces joined by a veth
+pair, a salt-master with EOS configured in one and minion hosts in the other.
+
+- discover: the first node finds the master through Salt's SSDP discovery (broadcast over the
+  veth), joins it and becomes active (the first node of the cluster: monolith);
+- join: a second node joins the master by address and becomes active;
+- a join against a closed port fails its health check and leaves that node's config exactly
+  as it was.
+
+The namespaces, the veth pair and every daemon are made by the test and removed in teardown,
+even when a test fails. The daemons run as plain processes (``ip netns exec <ns> salt-master
+-c <dir>``): the minion config sets ``eos:bootstrap:restart: false``, and the test starts the
+minion daemon once the bootstrap has written its drop-in, as a container supervisor would.
+Tests build on each other, in file order.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import salt.crypt
+import salt.utils.yaml
+
+from saltext.eos.utils import bootstrap
+from tests.support.cluster import os_release_id
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make network namespaces"),
+    pytest.mark.skipif(shutil.which("ip") is None, reason="needs the ip command (iproute2)"),
+]
+
+BIN = os.path.dirname(sys.executable)
+CLUSTER = "nettest"
+SUBNET = "10.231.{}.{}"
+JOIN_TIMEOUT = 300
+SMALL_CATALOGUE = {
+    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
+    for role in ("monolith", "edge", "core", "data", "message", "observe", "compute", "app")
+}
+
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+class Network:
+    """Two namespaces and a veth pair between them; ``remove`` leaves nothing behind."""
+
+    def __init__(self):
+        tag = uuid.uuid4().hex[:6]
+        self.master_ns, self.node_ns = f"eos-m-{tag}", f"eos-n-{tag}"
+        self.veth = (f"eosm{tag}", f"eosn{tag}")
+        third = int(tag[:2], 16) % 250 + 1
+        self.master_ip, self.node_ip = SUBNET.format(third, 1), SUBNET.format(third, 2)
+
+    def create(self):
+        for ns in (self.master_ns, self.node_ns):
+            ip("netns", "add", ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        ip("link", "add", self.veth[0], "type", "veth", "peer", "name", self.veth[1])
+        for ns, dev, address in (
+            (self.master_ns, self.veth[0], self.master_ip),
+            (self.node_ns, self.veth[1], self.node_ip),
+        ):
+            ip("link", "set", dev, "netns", ns)
+            ip("-n", ns, "addr", "add", f"{address}/24", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+        # The SSDP query goes to the limited broadcast address: route it over the veth. No
+        # default route: nothing else has a way out of the pair.
+        ip("-n", self.node_ns, "route", "add", "255.255.255.255/32", "dev", self.veth[1])
+
+    def remove(self):
+        ip("link", "del", self.veth[0], check=False)
+        for ns in (self.master_ns, self.node_ns):
+            ip("netns", "del", ns, check=False)
+
+    def exec_argv(self, ns, *argv):
+        return ["ip", "netns", "exec", ns, *argv]
+
+
+class Daemons:
+    """Processes the test started; every one is killed (its whole group) in teardown."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, argv, log_path):
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def network():
+    net = Network()
+    try:
+        net.create()
+        yield net
+    finally:
+        net.remove()
+    assert net.master_ns not in ip("netns", "list").stdout
+
+
+@pytest.fixture(scope="module")
+def daemons():
+    running = Daemons()
+    yield running
+    running.stop_all()
+
+
+def wait_until(probe, what, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def port_open(network, ns, host, port):
+    probe = f"import socket; socket.create_connection(({host!r}, {port}), timeout=2).close()"
+    done = subprocess.run(
+        network.exec_argv(ns, sys.executable, "-c", probe),
+        check=False,
+        capture_output=True,
+        timeout=30,
+    )
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def master(network, daemons, tmp_path_factory):
+    root = tmp_path_factory.mktemp("netns-master")
+    (root / "states").mkdir()
+    conf = {
+        "root_dir": str(root),
+        "user": "root",
+        "interface": "0.0.0.0",
+        "log_file": str(root / "master.log"),
+        "log_level_logfile": "info",
+        "file_roots": {"base": [str(root / "states")]},
+        **bootstrap.MASTER_BLOCK,
+        "discovery": {"mapping": {bootstrap.CLUSTER_KEY: CLUSTER}},
+        "eos": {
+            "accept": "auto",
+            "roles": {"catalog": SMALL_CATALOGUE},
+            "join": {"state": "eos.roles", "minion_wait": 120},
+        },
+    }
+    (root / "master").write_text(salt.utils.yaml.safe_dump(conf, default_flow_style=False))
+    daemons.start(
+        network.exec_argv(
+            network.master_ns, os.path.join(BIN, "salt-master"), "-c", str(root), "-l", "warning"
+        ),
+        root / "stdout.log",
+    )
+    for port in (4505, 4506):
+        wait_until(
+            lambda port=port: port_open(network, network.node_ns, network.master_ip, port),
+            f"the master's port {port} from the node namespace",
+            120,
+        )
+    return {"root": root, "ip": network.master_ip}
+
+
+def salt_run(network, master, *args):
+    argv = network.exec_argv(
+        network.master_ns,
+        os.path.join(BIN, "salt-run"),
+        "-c",
+        str(master["root"]),
+        "--out=json",
+        *args,
+    )
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done
+    return json.loads(done.stdout)
+
+
+def make_node(tmp_path_factory, name):
+    """A fresh minion host: its config file and a Salt key, as a package install leaves them."""
+    root = tmp_path_factory.mktemp(f"netns-{name}")
+    node_id = f"{name}-{uuid.uuid4().hex[:6]}"
+    supported = {os_release_id(): "0", "Debian": "0", "Ubuntu": "0", "RedHat": "0"}
+    conf = {
+        "id": node_id,
+        "root_dir": str(root),
+        "user": "root",
+        "log_file": str(root / "minion.log"),
+        "log_level_logfile": "info",
+        "acceptance_wait_time": 2,
+        "discovery": {"attempts": 2, "pause": 1},  # Salt's option: fewer, faster tries
+        "eos": {
+            "config_dir": str(root / "eos"),
+            "manage_software": False,
+            "health": {"supported_os": supported, "min_root_free_gb": 0, "connect_timeout": 3},
+            "bootstrap": {"restart": False, "timeout": JOIN_TIMEOUT, "poll_interval": 2},
+        },
+    }
+    (root / "minion").write_text(salt.utils.yaml.safe_dump(conf, default_flow_style=False))
+    pki = root / "etc" / "salt" / "pki" / "minion"
+    pki.mkdir(parents=True)
+    private, public = salt.crypt.gen_keys(2048)
+    (pki / "minion.pem").write_text(private)
+    (pki / "minion.pem").chmod(0o400)
+    (pki / "minion.pub").write_text(public)
+    return {"root": root, "id": node_id, "drop_in": root / "minion.d" / "eos.conf"}
+
+
+def bootstrap_argv(network, node, *args):
+    return network.exec_argv(
+        network.node_ns,
+        os.path.join(BIN, "salt-call"),
+        "-c",
+        str(node["root"]),
+        "--local",
+        "--out=json",
+        "--retcode-passthrough",
+        "-l",
+        "info",
+        "--log-file",
+        str(node["root"] / "bootstrap.log"),
+        "eos_cluster.bootstrap",
+        *args,
+    )
+
+
+def bootstrap_and_start(network, daemons, node, *args):
+    """
+    Run the bootstrap; once it has written the drop-in, start the minion daemon (the
+    bootstrap's restart is off). Returns the bootstrap's (retcode, result).
+    """
+    with (
+        open(node["root"] / "bootstrap.out", "w") as out,
+        open(node["root"] / "bootstrap.err", "w") as err,
+    ):
+        call = subprocess.Popen(
+            bootstrap_argv(network, node, *args),
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    daemons.procs.append(call)
+    wait_until(
+        lambda: node["drop_in"].exists() or call.poll() is not None,
+        f"{node['id']}'s drop-in",
+        120,
+    )
+    if node["drop_in"].exists():
+        daemons.start(
+            network.exec_argv(
+                network.node_ns,
+                os.path.join(BIN, "salt-minion"),
+                "-c",
+                str(node["root"]),
+                "-l",
+                "warning",
+            ),
+            node["root"] / "minion.out",
+        )
+    try:
+        call.wait(timeout=JOIN_TIMEOUT + 120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the bootstrap of {node['id']} did not end")
+    output = (node["root"] / "bootstrap.out").read_text()
+    try:
+        return call.returncode, json.loads(output)["local"]
+    except (ValueError, KeyError):
+        errors = (node["root"] / "bootstrap.err").read_text()
+        pytest.fail(f"no JSON result (exit {call.returncode}):\n{output}\n{errors}")
+
+
+def explain(network, master, node, result):
+    """What to look at when a join did not end active: the master's view and logs."""
+    status = salt_run(network, master, "eos_join.status", node["id"])
+    log = (master["root"] / "master.log").read_text()[-4000:]
+    return f"result: {result}\neos_join.status: {status}\nmaster log tail:\n{log}"
+
+
+@pytest.fixture(scope="module")
+def first_node(tmp_path_factory):
+    return make_node(tmp_path_factory, "alpha")
+
+
+def test_discover_finds_the_master_over_ssdp_and_the_node_becomes_active(
+    network, master, daemons, first_node
+):
+    node = first_node
+    planned = subprocess.run(
+        bootstrap_argv(network, node, "mode=discover", f"cluster={CLUSTER}", "dry_run=True"),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert planned.returncode == 0, planned.stdout
+    plan = json.loads(planned.stdout)["local"]
+    assert plan["discovered"]["address"] == network.master_ip
+    assert plan["discovered"]["cluster"] == CLUSTER
+    assert not node["drop_in"].exists()
+
+    retcode, result = bootstrap_and_start(
+        network, daemons, node, "mode=discover", f"cluster={CLUSTER}"
+    )
+    assert retcode == 0 and result["result"] is True, explain(network, master, node, result)
+    assert result["master"] == network.master_ip
+    assert result["outcome"]["status"] == "active"
+    assert result["outcome"]["roles"] == ["monolith"]
+    assert result["progress"][-1]["status"].startswith(f"node {node['id']}: active")
+    written = salt.utils.yaml.safe_load(node["drop_in"].read_text())
+    assert written["master"] == network.master_ip
+    assert written["eos_bootstrap"]["mode"] == "discover"
+    record = salt_run(network, master, "eos_cluster.nodes")
+    assert [(r["id"], r["status"]) for r in record] == [(node["id"], "active")]
+    # role.yaml written by the role state the join applied
+    assert (node["root"] / "eos" / "role.yaml").exists()
+
+
+def test_the_same_bootstrap_again_changes_nothing(network, first_node):
+    node = first_node
+    before = node["drop_in"].read_bytes()
+    done = subprocess.run(
+        bootstrap_argv(network, node, "mode=discover", f"cluster={CLUSTER}"),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done
+    result = json.loads(done.stdout)["local"]
+    assert result["changed"] is False
+    assert "already bootstrapped" in result["comment"]
+    assert node["drop_in"].read_bytes() == before
+
+
+def test_join_by_address(network, master, daemons, first_node, tmp_path_factory):
+    node = make_node(tmp_path_factory, "bravo")
+    retcode, result = bootstrap_and_start(
+        network, daemons, node, "mode=join", f"master={network.master_ip}"
+    )
+    assert retcode == 0 and result["result"] is True, explain(network, master, node, result)
+    assert result["outcome"]["status"] == "active"
+    assert len(result["outcome"]["roles"]) == 1
+    records = {r["id"]: r for r in salt_run(network, master, "eos_cluster.nodes")}
+    assert records[node["id"]]["status"] == "active"
+    assert records[first_node["id"]]["status"] == "active"
+    roles = sorted(role for r in records.values() for role in r["roles"])
+    assert roles == ["core", "edge"]
+
+
+def test_a_join_against_a_closed_port_fails_its_health_check_and_changes_nothing(
+    network, master, tmp_path_factory
+):
+    node = make_node(tmp_path_factory, "charlie")
+    before = minion_config(node)
+    done = subprocess.run(
+        bootstrap_argv(network, node, "mode=join", f"master={network.master_ip}:4999"),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done
+    result = json.loads(done.stdout)["local"]
+    assert result["result"] is False
+    assert result["failed_step"] == "health"
+    assert f"master_reachable: cannot connect to {network.master_ip}:4999" in result["error"]
+    assert minion_config(node) == before
+    assert not node["drop_in"].exists()
+    assert not (node["root"] / "minion.d").exists()
+
+
+def minion_config(node):
+    """The minion's config files: the main file and everything in minion.d."""
+    files = [node["root"] / "minion", *sorted((node["root"] / "minion.d").glob("*"))]
+    return {str(path): path.read_bytes() for path in files if path.is_file()}

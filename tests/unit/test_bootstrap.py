@@ -1,0 +1,572 @@
+"""
+Bootstrap planning and execution over temporary config trees, with a fake Salt side. No Salt.
+
+The checkpoint store is the real one (utils.checkpoint), so a rollback test checks the files a
+rollback leaves behind, not the calls it made.
+"""
+
+import pathlib
+import re
+
+import pytest
+import salt.utils.yaml
+
+from saltext.eos import PACKAGE_ROOT
+from saltext.eos.utils import bootstrap
+from saltext.eos.utils import checkpoint
+from saltext.eos.utils import config
+
+REPO = PACKAGE_ROOT.parents[2]
+NODE = "node-7"
+USER_DROP_IN = "# the site's own\nlog_level: info\n"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class Services:
+    """Units as a service manager sees them; ``failing``: {(action, name)}."""
+
+    def __init__(self, **units):
+        self.units = {name: {"active": active, "enabled": True} for name, active in units.items()}
+        self.failing = set()
+        self.calls = []
+
+    def act(self, action, name):
+        self.calls.append((action, name))
+        if (action, name) in self.failing:
+            return False
+        if action in ("restart", "start"):
+            self.units[name]["active"] = True
+        elif action == "stop":
+            self.units[name]["active"] = False
+        return True
+
+
+class SaltCall:
+    """Answers salt-call: registration, then the node's statuses one poll after another."""
+
+    def __init__(self, statuses=("accepted", "active"), roles=("monolith",), register_ok=True):
+        self.statuses = list(statuses)
+        self.roles = list(roles)
+        self.register_ok = register_ok
+        self.calls = []
+
+    def __call__(self, args, timeout):
+        self.calls.append(args[0])
+        if args[0] == "eos_cluster.register":
+            if self.register_ok:
+                return {"retcode": 0, "data": {"sent": True}, "stderr": ""}
+            return {"retcode": 2, "data": None, "stderr": "Minion failed to authenticate"}
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status is None:
+            return {"retcode": 2, "data": None, "stderr": "no master"}
+        return {"retcode": 0, "data": {"node_status": status, "roles": self.roles}, "stderr": ""}
+
+
+def passing_health(req):
+    return {"passed": True, "checks": [{"name": "os_supported", "critical": True, "passed": True}]}
+
+
+def failing_health(req):
+    return {
+        "passed": False,
+        "checks": [
+            {
+                "name": "master_reachable",
+                "critical": True,
+                "passed": False,
+                "detail": f"cannot connect to {req.master}:4505 (Connection refused)",
+            }
+        ],
+    }
+
+
+@pytest.fixture
+def tree(tmp_path):
+    etc = tmp_path / "etc" / "salt"
+    (etc / "minion.d").mkdir(parents=True)
+    (etc / "minion").write_text("log_level: warning\n")
+    (etc / "minion.d" / "site.conf").write_text(USER_DROP_IN)
+    return {
+        "etc": etc,
+        "paths": bootstrap.paths(str(etc / "minion")),
+        "store": str(tmp_path / "cache" / "eos" / "checkpoints"),
+    }
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def services():
+    return Services(**{"salt-minion": True, "salt-master": True})
+
+
+def make_world(tree, clock, services, health=passing_health, salt_call=None, up=True):
+    store = tree["store"]
+
+    def restore(checkpoint_id):
+        return checkpoint.restore(store, checkpoint.find(store, checkpoint_id))
+
+    return bootstrap.World(
+        health=health,
+        take_checkpoint=lambda label, trees, svc: checkpoint.take(store, label, trees, svc),
+        restore_checkpoint=restore,
+        service_available=lambda name: name in services.units,
+        service_state=lambda name: dict(services.units[name]),
+        service=services.act,
+        salt_call=salt_call or SaltCall(),
+        ports_open=lambda host, ports: up,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+
+def settings(**bootstrap_config):
+    base = {"timeout": 60, "poll_interval": 5, "master_wait": 5}
+    return bootstrap.settings(
+        config.Layers([("test", {"bootstrap": {**base, **bootstrap_config}})])
+    )
+
+
+def snapshot(directory):
+    return {str(path): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def run(tree, world, req, opts=None, startup_state=True, join_state=bootstrap.JOIN_STATE):
+    opts = opts or settings()
+    p = tree["paths"]
+    current = {path: bootstrap.read_text(path) for path in (p.minion_drop_in, p.master_drop_in)}
+    steps = bootstrap.plan(req, NODE, p, opts, current, join_state, startup_state)
+    runner = bootstrap.Bootstrap(world=world, settings=opts, paths=p, req=req, minion_id=NODE)
+    return runner.run(steps)
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, port, expected",
+    [
+        ("10.0.0.5", None, ("10.0.0.5", None)),
+        ("10.0.0.5:4606", None, ("10.0.0.5", 4606)),
+        ("salt.example.com", 4606, ("salt.example.com", 4606)),
+        ("fd00::5", None, ("fd00::5", None)),
+        ("[fd00::5]:4506", None, ("fd00::5", 4506)),
+        (" master-1 ", "4506", ("master-1", 4506)),
+    ],
+)
+def test_addresses_are_parsed(text, port, expected):
+    assert bootstrap.parse_address(text, port) == expected
+
+
+@pytest.mark.parametrize(
+    "text, port, message",
+    [
+        ("10.0.0.300", None, "is not an IP address or host name"),
+        ("10.0.5", None, "is not an IP address or host name"),
+        ("salt master", None, "is not an IP address or host name"),
+        ("http://salt", None, "is not an IP address or host name"),
+        ("-salt", None, "is not an IP address or host name"),
+        ("salt:99999", None, "is not a TCP port"),
+        ("salt:4506", 4606, "names port 4506, but port=4606"),
+        ("salt", 0, "is not a TCP port"),
+        ("", None, "is not an address or host name"),
+        (None, None, "is not an address or host name"),
+    ],
+)
+def test_malformed_addresses_are_refused_by_name(text, port, message):
+    with pytest.raises(bootstrap.InvalidRequest, match=re.escape(message)):
+        bootstrap.parse_address(text, port)
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(bootstrap.InvalidRequest, match="mode: 'cluster' is not one of single"):
+        bootstrap.request("cluster")
+
+
+def test_join_needs_a_master_and_discover_refuses_one():
+    with pytest.raises(bootstrap.InvalidRequest, match="mode join needs master="):
+        bootstrap.request("join")
+    with pytest.raises(bootstrap.InvalidRequest, match="mode discover finds the master"):
+        bootstrap.request("discover", master="10.0.0.5")
+
+
+def test_bad_names_are_refused():
+    with pytest.raises(bootstrap.InvalidRequest, match="cluster: 'a b' is not a cluster name"):
+        bootstrap.request("single", cluster="a b")
+    with pytest.raises(
+        bootstrap.InvalidRequest, match=re.escape("minion_id: '../x' is not a minion id")
+    ):
+        bootstrap.request("join", master="m", minion_id="../x")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (True, ("salt-minion", "salt-master")),
+        (False, (None, None)),
+        ({"minion": "salt-minion@blue"}, ("salt-minion@blue", "salt-master")),
+        ({"master": False}, ("salt-minion", None)),
+    ],
+)
+def test_the_restart_setting(value, expected):
+    opts = settings(restart=value)
+    assert (opts.restart_minion, opts.restart_master) == expected
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("yes", "eos:bootstrap:restart: 'yes' must be true, false or"),
+        ({"daemon": "x"}, "unknown key(s) ['daemon']"),
+        ({"minion": "a b"}, "eos:bootstrap:restart:minion: 'a b' is not a service name"),
+    ],
+)
+def test_a_bad_restart_setting_names_the_key(value, message):
+    with pytest.raises(bootstrap.InvalidRequest, match=re.escape(message)):
+        settings(restart=value)
+
+
+def test_a_bad_timeout_names_the_key():
+    with pytest.raises(bootstrap.InvalidRequest, match="eos:bootstrap:timeout: 0 must be > 0"):
+        settings(timeout=0)
+
+
+# --- drop-ins ------------------------------------------------------------------------------------
+
+
+def readme_master_block():
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Master configuration", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
+    return salt.utils.yaml.safe_load(block)
+
+
+def test_the_readme_master_block_is_the_one_bootstrap_writes():
+    assert readme_master_block() == bootstrap.MASTER_BLOCK
+
+
+def test_the_cluster_guide_names_only_reactor_entries_of_that_block():
+    text = (REPO / "docs" / "cluster.md").read_text()
+    section = text.split("## Master configuration", 1)[1]
+    block = salt.utils.yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1))
+    for key in ("fileserver_backend", "ext_pillar"):
+        assert block[key] == bootstrap.MASTER_BLOCK[key]
+    for entry in block["reactor"]:
+        assert entry in bootstrap.MASTER_BLOCK["reactor"]
+
+
+def test_the_single_master_drop_in_is_the_block_plus_discovery_and_the_join_state():
+    text = bootstrap.render_master("prod")
+    assert text.startswith("# Written by eos_cluster.bootstrap (mode single)")
+    data = salt.utils.yaml.safe_load(text)
+    assert data.pop("discovery") == {"mapping": {"eos_cluster": "prod"}}
+    assert data.pop("eos") == {"join": {"state": "eos.roles"}}
+    assert data == bootstrap.MASTER_BLOCK
+
+
+def test_a_site_join_state_is_left_to_the_site():
+    data = salt.utils.yaml.safe_load(bootstrap.render_master("prod", join_state=None))
+    assert "eos" not in data
+
+
+def test_the_join_minion_drop_in():
+    req = bootstrap.request("join", master="10.0.0.5:4606", cluster="prod")
+    data = salt.utils.yaml.safe_load(bootstrap.render_minion(req, NODE))
+    assert data == {
+        "master": "10.0.0.5",
+        "id": NODE,
+        "master_port": 4606,
+        "eos_bootstrap": {"mode": "join", "master": "10.0.0.5", "port": 4606, "cluster": "prod"},
+    }
+    # Never an eos mapping: it would hide the node's own eos settings of the main file.
+    assert "eos" not in data
+
+
+def test_the_discover_minion_drop_in_names_the_master_found():
+    req = bootstrap.Request("discover", master="192.0.2.7", cluster="prod")
+    data = salt.utils.yaml.safe_load(bootstrap.render_minion(req, NODE, startup_state=True))
+    assert data["master"] == "192.0.2.7"
+    assert data["startup_states"] == "sls"
+    assert data["sls_list"] == ["eos.roles"]
+    assert data["eos_bootstrap"]["mode"] == "discover"
+    assert "master_port" not in data
+
+
+def test_the_single_minion_drop_in_points_at_this_host():
+    req = bootstrap.Request("single", master=bootstrap.SINGLE_MASTER)
+    data = salt.utils.yaml.safe_load(bootstrap.render_minion(req, NODE))
+    assert data["master"] == "127.0.0.1"
+    assert data["eos_bootstrap"] == {
+        "mode": "single",
+        "master": "127.0.0.1",
+        "port": None,
+        "cluster": None,
+    }
+
+
+def test_paths_follow_the_minion_config_file(tmp_path):
+    p = bootstrap.paths(str(tmp_path / "minion"))
+    assert p.minion_drop_in == str(tmp_path / "minion.d" / "eos.conf")
+    assert p.master_drop_in == str(tmp_path / "master.d" / "eos.conf")
+    assert p.master_conf == str(tmp_path / "master")
+    other = bootstrap.paths(str(tmp_path / "minion"), master_config_dir=str(tmp_path / "m" / "d"))
+    assert other.master_drop_in == str(tmp_path / "m" / "d" / "eos.conf")
+
+
+def test_what_was_bootstrapped_is_read_back():
+    req = bootstrap.request("join", master="10.0.0.5")
+    text = bootstrap.render_minion(req, NODE)
+    assert bootstrap.already_done(req, text)
+    assert not bootstrap.already_done(bootstrap.request("join", master="10.0.0.6"), text)
+    assert not bootstrap.already_done(bootstrap.request("single"), text)
+    assert not bootstrap.already_done(req, None)
+    assert not bootstrap.already_done(req, ": not yaml : [")
+    discovered = bootstrap.Request("discover", master="10.0.0.5", cluster="prod")
+    text = bootstrap.render_minion(discovered, NODE)
+    assert bootstrap.already_done(bootstrap.request("discover"), text)
+    assert not bootstrap.already_done(bootstrap.request("discover", cluster="test"), text)
+
+
+def test_the_sites_own_settings_are_found_outside_eos_drop_ins(tree):
+    p = tree["paths"]
+    master_d = pathlib.Path(p.master_dir)
+    master_d.mkdir()
+    (master_d / "eos.conf").write_text("eos: {join: {state: eos.roles}}\n")
+    assert bootstrap.site_join_state(p) is None
+    (master_d / "site.conf").write_text("eos: {join: {state: highstate}}\n")
+    assert bootstrap.site_join_state(p) == "highstate"
+    assert bootstrap.site_startup_states(p) is None
+    (tree["etc"] / "minion").write_text("startup_states: highstate\n")
+    assert bootstrap.site_startup_states(p) == "highstate"
+
+
+# --- discovery -----------------------------------------------------------------------------------
+
+
+def answer(cluster=None, master="10.9.9.9", **mapping):
+    if cluster is not None:
+        mapping["eos_cluster"] = cluster
+    return {"mapping": mapping, "master": master}
+
+
+def test_discovery_keeps_eos_masters_and_filters_by_cluster():
+    answers = {
+        ("192.0.2.10", 4520): [answer("prod")],
+        ("192.0.2.11", 4520): [answer("test")],
+        ("192.0.2.12", 4520): [answer(None, role="plain salt")],
+    }
+    found = bootstrap.candidates(answers)
+    assert [(e["address"], e["cluster"]) for e in found] == [
+        ("192.0.2.10", "prod"),
+        ("192.0.2.11", "test"),
+    ]
+    assert found[0]["advertised"] == "10.9.9.9"
+    prod = bootstrap.matching(found, cluster="prod")
+    assert bootstrap.choose(prod, "prod")["address"] == "192.0.2.10"
+
+
+def test_discovery_honours_the_minion_discovery_mapping():
+    found = bootstrap.candidates(
+        {
+            ("192.0.2.10", 4520): [answer("prod", dc="a")],
+            ("192.0.2.11", 4520): [answer("prod", dc="b")],
+        }
+    )
+    kept = bootstrap.matching(found, mapping={"dc": "b"}, match="all")
+    assert [e["address"] for e in kept] == ["192.0.2.11"]
+
+
+def test_several_masters_are_listed_and_master_is_asked_for():
+    found = bootstrap.candidates(
+        {("192.0.2.10", 4520): [answer("prod")], ("192.0.2.11", 4520): [answer("test")]}
+    )
+    with pytest.raises(bootstrap.StepFailed) as failed:
+        bootstrap.choose(found)
+    assert failed.value.step == "discover"
+    assert "2 EOS masters answered: 192.0.2.10 (cluster prod), 192.0.2.11 (cluster test)" in str(
+        failed.value
+    )
+    assert "mode=join master=<address>" in str(failed.value)
+
+
+def test_no_master_is_a_clear_message():
+    with pytest.raises(bootstrap.StepFailed, match="no EOS master of cluster 'prod' answered"):
+        bootstrap.choose([], "prod")
+
+
+def test_discovery_options_take_salts_defaults_and_check_values():
+    assert bootstrap.discovery_options(False) == bootstrap.DISCOVERY_DEFAULTS
+    assert bootstrap.discovery_options({"port": 4999, "attempts": 1})["port"] == 4999
+    with pytest.raises(bootstrap.InvalidRequest, match="discovery:match: 'some'"):
+        bootstrap.discovery_options({"match": "some"})
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+def test_the_join_plan_lists_every_step_and_its_changes(tree):
+    p = tree["paths"]
+    req = bootstrap.request("join", master="10.0.0.5")
+    steps = bootstrap.plan(req, NODE, p, settings(), {}, None, True)
+    assert [s.name for s in steps] == [
+        "health",
+        "checkpoint",
+        "minion_config",
+        "restart_minion",
+        "register",
+        "wait",
+        "startup_state",
+    ]
+    by_name = {s.name: s.as_dict() for s in steps}
+    assert by_name["minion_config"]["changes"] == {"file": p.minion_drop_in, "change": "created"}
+    assert by_name["restart_minion"]["changes"] == {"service": "salt-minion", "change": "restarted"}
+    assert "against 10.0.0.5 (ports 4505, 4506)" in by_name["health"]["action"]
+
+
+def test_the_single_plan_writes_both_drop_ins_and_restarts_both_daemons(tree):
+    p = tree["paths"]
+    req = bootstrap.Request("single", master="127.0.0.1")
+    steps = bootstrap.plan(req, NODE, p, settings(restart=False), {}, "eos.roles", False)
+    assert [s.name for s in steps] == [
+        "health",
+        "checkpoint",
+        "master_config",
+        "minion_config",
+        "restart_master",
+        "restart_minion",
+        "register",
+        "wait",
+    ]
+    restart = {s.name: s.as_dict() for s in steps}["restart_master"]
+    assert restart["changes"] == {"service": None, "change": "none"}
+    assert "restart it yourself" in restart["action"]
+
+
+# --- execution -----------------------------------------------------------------------------------
+
+
+def test_a_join_writes_the_drop_in_and_waits_for_active(tree, clock, services):
+    calls = SaltCall(statuses=(None, "pending", "accepted", "active"), roles=["data"])
+    world = make_world(tree, clock, services, salt_call=calls)
+    req = bootstrap.request("join", master="10.0.0.5")
+    done = run(tree, world, req)
+    assert done["result"] is True, done
+    assert done["outcome"]["status"] == "active"
+    assert done["outcome"]["roles"] == ["data"]
+    assert [step["step"] for step in done["done"]][-1] == "startup_state"
+    written = salt.utils.yaml.safe_load(pathlib.Path(tree["paths"].minion_drop_in).read_text())
+    assert written["master"] == "10.0.0.5"
+    assert written["startup_states"] == "sls"
+    assert services.calls == [("restart", "salt-minion")]
+    statuses = [line["status"] for line in done["progress"]]
+    assert statuses[0].startswith(f"node {NODE}: no answer from the master yet")
+    assert statuses[-1].startswith(f"node {NODE}: active")
+    assert checkpoint.find(tree["store"], done["checkpoint"])["label"] == "bootstrap-join"
+
+
+def test_a_failed_health_check_changes_nothing(tree, clock, services):
+    before = snapshot(tree["etc"])
+    world = make_world(tree, clock, services, health=failing_health)
+    done = run(tree, world, bootstrap.request("join", master="10.0.0.5"))
+    assert done["result"] is False
+    assert done["failed_step"] == "health"
+    assert "master_reachable: cannot connect to 10.0.0.5:4505" in done["error"]
+    assert done["rollback"] == {"done": False, "reason": "nothing was changed"}
+    assert snapshot(tree["etc"]) == before
+    assert services.calls == []
+    assert checkpoint.checkpoints(tree["store"]) == []
+
+
+def test_single_mode_ignores_the_master_checks_of_the_master_it_creates(tree, clock, services):
+    world = make_world(tree, clock, services, health=failing_health)
+    done = run(tree, world, bootstrap.Request("single", master="127.0.0.1"))
+    assert done["result"] is True, done
+    master = salt.utils.yaml.safe_load(pathlib.Path(tree["paths"].master_drop_in).read_text())
+    assert master["discovery"] == {"mapping": {"eos_cluster": "eos"}}
+    assert services.calls == [("restart", "salt-master"), ("restart", "salt-minion")]
+
+
+def test_rollback_after_an_injected_failure_restores_the_files(tree, clock, services):
+    etc = tree["etc"]
+    (etc / "minion.d" / "eos.conf").write_text("master: old-master\n")
+    before = snapshot(etc)
+    services.failing.add(("restart", "salt-minion"))
+    world = make_world(tree, clock, services)
+    done = run(tree, world, bootstrap.Request("single", master="127.0.0.1"))
+
+    assert done["result"] is False
+    assert done["failed_step"] == "restart_minion"
+    assert done["error"] == "service.restart salt-minion failed"
+    assert snapshot(etc) == before
+    assert not (etc / "master.d").exists()  # the directory the bootstrap made is gone too
+    rollback = done["rollback"]
+    assert rollback["done"] is True
+    assert rollback["files"]["restored"] == [str(etc / "minion.d" / "eos.conf")]
+    assert rollback["files"]["removed"] == [str(etc / "master.d" / "eos.conf")]
+    # Both daemons run on the restored config again.
+    assert rollback["services"]["salt-master"] == "restarted on the restored config"
+    assert services.calls[-2:] == [("restart", "salt-master"), ("restart", "salt-minion")]
+
+
+def test_a_daemon_that_was_stopped_is_stopped_again(tree, clock, services):
+    services.units["salt-master"]["active"] = False
+    world = make_world(tree, clock, services, up=False)
+    done = run(tree, world, bootstrap.Request("single", master="127.0.0.1"))
+    assert done["failed_step"] == "restart_master"
+    assert "does not answer on 127.0.0.1 ports 4505 and 4506" in done["error"]
+    assert done["rollback"]["services"] == {"salt-master": "stopped (was not running)"}
+    assert services.units["salt-master"]["active"] is False
+
+
+def test_no_status_from_the_master_rolls_back(tree, clock, services):
+    before = snapshot(tree["etc"])
+    world = make_world(tree, clock, services, salt_call=SaltCall(statuses=[None]))
+    done = run(tree, world, bootstrap.request("join", master="10.0.0.5"), opts=settings(timeout=20))
+    assert done["failed_step"] == "wait"
+    assert "gave no status for node-7 within 20 s" in done["error"]
+    assert done["rollback"]["done"] is True
+    assert snapshot(tree["etc"]) == before
+
+
+def test_a_join_the_master_failed_keeps_the_node_pointed_at_it(tree, clock, services):
+    world = make_world(tree, clock, services, salt_call=SaltCall(statuses=["accepted", "failed"]))
+    done = run(tree, world, bootstrap.request("join", master="10.0.0.5"))
+    assert done["failed_step"] == "wait"
+    assert "salt-run eos_cluster.accept node-7 retries" in done["error"]
+    assert done["rollback"]["done"] is False
+    written = salt.utils.yaml.safe_load(pathlib.Path(tree["paths"].minion_drop_in).read_text())
+    assert written["master"] == "10.0.0.5"
+    assert "startup_states" not in written
+
+
+def test_a_pending_node_says_how_to_accept_it(tree, clock, services):
+    calls = SaltCall(statuses=["pending"], register_ok=False)
+    world = make_world(tree, clock, services, salt_call=calls)
+    done = run(tree, world, bootstrap.request("join", master="10.0.0.5"), opts=settings(timeout=30))
+    assert done["failed_step"] == "wait"
+    assert "node-7 is pending, not active, after 30 s" in done["error"]
+    assert "salt-run eos_cluster.accept node-7" in done["error"]
+    register = next(step for step in done["done"] if step["step"] == "register")
+    assert "not sent yet (Minion failed to authenticate)" in register["result"]
+
+
+def test_the_wait_is_bounded(tree, clock, services):
+    calls = SaltCall(statuses=["accepted"])
+    world = make_world(tree, clock, services, salt_call=calls)
+    start = clock()
+    run(tree, world, bootstrap.request("join", master="10.0.0.5"), opts=settings(timeout=60))
+    assert clock() - start <= 60
+    assert calls.calls.count("pillar.get") == 13  # at 0, 5, ... 60 s
