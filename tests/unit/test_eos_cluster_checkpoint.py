@@ -235,8 +235,10 @@ def test_checkpoint_records_the_role_services_this_host_has(services):
     assert services.calls == []
 
 
-def test_checkpoint_follows_the_site_role_config(eos_config, services):
-    eos_config["role_config"] = {"edge": {"services": ["sshd"]}}
+def test_checkpoint_follows_the_site_role_config_in_pillar(eos_config, services):
+    # Minion config is not where the role states read it: it does not count.
+    eos_config["role_config"] = {"edge": {"services": ["nginx"]}}
+    eos_cluster_module.__pillar__["eos"] = {"role_config": {"edge": {"services": ["sshd"]}}}
 
     taken = eos_cluster_module.checkpoint()
 

@@ -605,7 +605,10 @@ def _services():
     except FileNotFoundError:
         defaults = {}
     names = checkpoints_store.role_services(
-        defaults, __grains__.get("os_family"), _layers().get("role_config", default={})
+        defaults,
+        __grains__.get("os_family"),
+        # Pillar only, as the role states read it (roles/map.jinja).
+        (__pillar__.get("eos") or {}).get("role_config") or {},
     )
     found = {
         name: {
