@@ -1,12 +1,17 @@
 """
 Bootstrap across a network: two hosts of the test's own, network namespaces joined by a veth
-pair, a salt-master with EOS configured in one and minion hosts in the other.
+pair, a salt-master with EOS configured in one and minion hosts in the other; and single mode
+on a fresh host, a namespace of its own.
 
 - discover: the first node finds the master through Salt's SSDP discovery (broadcast over the
   veth), joins it and becomes active (the first node of the cluster: monolith);
 - join: a second node joins the master by address and becomes active;
 - a join against a closed port fails its health check and leaves that node's config exactly
-  as it was.
+  as it was;
+- single: a host with only a minion config file (and an empty master config) becomes a
+  one-node cluster: the bootstrap writes both drop-ins, the test starts salt-master and
+  salt-minion on them, and the node ends active with the monolith role; the same bootstrap
+  again changes nothing.
 
 The namespaces, the veth pair and every daemon are made by the test and removed in teardown,
 even when a test fails. The daemons run as plain processes (``ip netns exec <ns> salt-master
@@ -15,6 +20,7 @@ minion daemon once the bootstrap has written its drop-in, as a container supervi
 Tests build on each other, in file order.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +36,7 @@ import salt.utils.yaml
 
 from saltext.eos.utils import bootstrap
 from tests.support.cluster import os_release_id
+from tests.support.cluster import wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make network namespaces"),
@@ -51,19 +58,32 @@ def ip(*args, check=True):
 
 
 class Network:
-    """Two namespaces and a veth pair between them; ``remove`` leaves nothing behind."""
+    """
+    Two namespaces and a veth pair between them; with ``single``, one namespace where master
+    and node are the same host (loopback only). ``remove`` leaves nothing behind.
+    """
 
-    def __init__(self):
+    def __init__(self, single=False):
         tag = uuid.uuid4().hex[:6]
+        self.single = single
+        if single:
+            self.master_ns = self.node_ns = f"eos-s-{tag}"
+            self.master_ip = self.node_ip = bootstrap.SINGLE_MASTER
+            return
         self.master_ns, self.node_ns = f"eos-m-{tag}", f"eos-n-{tag}"
         self.veth = (f"eosm{tag}", f"eosn{tag}")
         third = int(tag[:2], 16) % 250 + 1
         self.master_ip, self.node_ip = SUBNET.format(third, 1), SUBNET.format(third, 2)
 
+    def namespaces(self):
+        return sorted({self.master_ns, self.node_ns})
+
     def create(self):
-        for ns in (self.master_ns, self.node_ns):
+        for ns in self.namespaces():
             ip("netns", "add", ns)
             ip("-n", ns, "link", "set", "lo", "up")
+        if self.single:
+            return
         ip("link", "add", self.veth[0], "type", "veth", "peer", "name", self.veth[1])
         for ns, dev, address in (
             (self.master_ns, self.veth[0], self.master_ip),
@@ -77,8 +97,9 @@ class Network:
         ip("-n", self.node_ns, "route", "add", "255.255.255.255/32", "dev", self.veth[1])
 
     def remove(self):
-        ip("link", "del", self.veth[0], check=False)
-        for ns in (self.master_ns, self.node_ns):
+        if not self.single:
+            ip("link", "del", self.veth[0], check=False)
+        for ns in self.namespaces():
             ip("netns", "del", ns, check=False)
 
     def exec_argv(self, ns, *argv):
@@ -112,15 +133,45 @@ class Daemons:
                 proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def network():
-    net = Network()
+@contextlib.contextmanager
+def made(net):
+    """The namespaces of ``net``, removed on the way out however the test went."""
     try:
         net.create()
         yield net
     finally:
         net.remove()
-    assert net.master_ns not in ip("netns", "list").stdout
+    listed = ip("netns", "list").stdout
+    assert not [ns for ns in net.namespaces() if ns in listed]
+
+
+NETNS_DIR = "/run/netns"
+
+
+def mounted(path):
+    # os.path.ismount misses a bind mount of a directory onto itself, which is what ip makes.
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        return any(line.split()[1] == path for line in mounts)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_netns_mount_left():
+    """``ip netns add`` bind-mounts /run/netns once and never undoes it: undo it if we caused it."""
+    was_mounted = mounted(NETNS_DIR)
+    existed = os.path.isdir(NETNS_DIR)
+    yield
+    if was_mounted or not mounted(NETNS_DIR) or os.listdir(NETNS_DIR):
+        return
+    subprocess.run(["umount", NETNS_DIR], check=True)
+    if not existed:
+        os.rmdir(NETNS_DIR)
+    assert not mounted(NETNS_DIR)
+
+
+@pytest.fixture(scope="module")
+def network():
+    with made(Network()) as net:
+        yield net
 
 
 @pytest.fixture(scope="module")
@@ -128,16 +179,6 @@ def daemons():
     running = Daemons()
     yield running
     running.stop_all()
-
-
-def wait_until(probe, what, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def port_open(network, ns, host, port):
@@ -178,7 +219,7 @@ def master(network, daemons, tmp_path_factory):
         root / "stdout.log",
     )
     for port in (4505, 4506):
-        wait_until(
+        wait_for(
             lambda port=port: port_open(network, network.node_ns, network.master_ip, port),
             f"the master's port {port} from the node namespace",
             120,
@@ -227,7 +268,9 @@ def make_node(tmp_path_factory, name):
     (pki / "minion.pem").write_text(private)
     (pki / "minion.pem").chmod(0o400)
     (pki / "minion.pub").write_text(public)
-    return {"root": root, "id": node_id, "drop_in": root / "minion.d" / "eos.conf"}
+    drop_in = root / "minion.d" / "eos.conf"
+    # What the test starts, as the service manager would, once the bootstrap wrote its drop-in.
+    return {"root": root, "id": node_id, "drop_in": drop_in, "starts": [("salt-minion", drop_in)]}
 
 
 def bootstrap_argv(network, node, *args):
@@ -250,8 +293,9 @@ def bootstrap_argv(network, node, *args):
 
 def bootstrap_and_start(network, daemons, node, *args):
     """
-    Run the bootstrap; once it has written the drop-in, start the minion daemon (the
-    bootstrap's restart is off). Returns the bootstrap's (retcode, result).
+    Run the bootstrap; once it has written a drop-in, start the daemon that reads it (the
+    bootstrap's restart is off): ``node["starts"]``, in order. Returns the bootstrap's
+    (retcode, result).
     """
     with (
         open(node["root"] / "bootstrap.out", "w") as out,
@@ -264,22 +308,24 @@ def bootstrap_and_start(network, daemons, node, *args):
             start_new_session=True,
         )
     daemons.procs.append(call)
-    wait_until(
-        lambda: node["drop_in"].exists() or call.poll() is not None,
-        f"{node['id']}'s drop-in",
-        120,
-    )
-    if node["drop_in"].exists():
+    for program, drop_in in node["starts"]:
+        wait_for(
+            lambda drop_in=drop_in: drop_in.exists() or call.poll() is not None,
+            f"{node['id']}'s drop-in {drop_in.name} for {program}",
+            120,
+        )
+        if not drop_in.exists():
+            break
         daemons.start(
             network.exec_argv(
                 network.node_ns,
-                os.path.join(BIN, "salt-minion"),
+                os.path.join(BIN, program),
                 "-c",
                 str(node["root"]),
                 "-l",
                 "warning",
             ),
-            node["root"] / "minion.out",
+            node["root"] / f"{program}.out",
         )
     try:
         call.wait(timeout=JOIN_TIMEOUT + 120)
@@ -397,3 +443,163 @@ def minion_config(node):
     """The minion's config files: the main file and everything in minion.d."""
     files = [node["root"] / "minion", *sorted((node["root"] / "minion.d").glob("*"))]
     return {str(path): path.read_bytes() for path in files if path.is_file()}
+
+
+# --- single mode: a fresh host becomes a one-node cluster -----------------------------------------
+
+
+@pytest.fixture(scope="class")
+def fresh_host():
+    """A host of its own: the master takes its default ports on its loopback."""
+    with made(Network(single=True)) as net:
+        yield net
+
+
+@pytest.fixture(scope="class")
+def host_daemons(fresh_host):  # pylint: disable=unused-argument
+    running = Daemons()
+    yield running
+    running.stop_all()  # before the namespace goes
+
+
+def make_single_node(tmp_path_factory, name, master_main=""):
+    """
+    A fresh host for single mode: make_node's minion config, an empty main master file, and
+    the site's master settings in a drop-in of their own (single mode refuses a main master
+    file whose keys its drop-in would hide, such as ``eos``).
+    """
+    node = make_node(tmp_path_factory, name)
+    root = node["root"]
+    (root / "states").mkdir()
+    (root / "master").write_text(master_main)
+    site = {
+        "root_dir": str(root),
+        "user": "root",
+        "log_file": str(root / "master.log"),
+        "log_level_logfile": "info",
+        "file_roots": {"base": [str(root / "states")]},
+        "eos": {"roles": {"catalog": SMALL_CATALOGUE}},  # fits a 2-core machine
+    }
+    (root / "master.d").mkdir()
+    (root / "master.d" / "site.conf").write_text(
+        salt.utils.yaml.safe_dump(site, default_flow_style=False)
+    )
+    node["master_drop_in"] = root / "master.d" / "eos.conf"
+    node["starts"] = [("salt-master", node["master_drop_in"]), *node["starts"]]
+    return node
+
+
+def config_files(node):
+    """Every config file of the host, main files and drop-ins of both daemons, as bytes."""
+    root = node["root"]
+    files = [root / "minion", root / "master"]
+    for directory in ("minion.d", "master.d"):
+        files.extend(sorted((root / directory).glob("*")))
+    return {
+        path.name if path.parent == root else f"{path.parent.name}/{path.name}": path.read_bytes()
+        for path in files
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="class")
+def single_node(tmp_path_factory, fresh_host, host_daemons):
+    node = make_single_node(tmp_path_factory, "solo")
+    started = time.monotonic()
+    retcode, result = bootstrap_and_start(fresh_host, host_daemons, node, "mode=single")
+    node["bootstrap"] = {"retcode": retcode, "result": result}
+    node["seconds"] = time.monotonic() - started
+    return node
+
+
+@pytest.mark.parametrize(
+    "args, master_main, message",
+    [
+        (
+            ["mode=single"],
+            "eos: {roles: {catalog: {monolith: {cpu: 1}}}}\n",
+            "sets eos: Salt lays",
+        ),
+        (["mode=single", "master=10.0.0.9"], "", "mode single makes this host the master"),
+    ],
+    ids=["eos-in-the-main-master-file", "single-with-a-master"],
+)
+def test_single_mode_refuses_bad_input_and_writes_nothing(
+    fresh_host, tmp_path_factory, args, master_main, message
+):
+    node = make_single_node(tmp_path_factory, "refused", master_main)
+    before = config_files(node)
+    done = subprocess.run(
+        bootstrap_argv(fresh_host, node, *args),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0, done
+    assert message in done.stdout + done.stderr, done
+    assert config_files(node) == before
+    assert not node["master_drop_in"].exists() and not node["drop_in"].exists()
+
+
+class TestSingleMode:
+    def test_the_host_becomes_an_active_monolith(self, fresh_host, single_node):
+        node = single_node
+        master = {"root": node["root"]}
+        retcode, result = node["bootstrap"]["retcode"], node["bootstrap"]["result"]
+        assert retcode == 0 and result["result"] is True, explain(fresh_host, master, node, result)
+        assert result["changed"] is True
+        assert result["master"] == bootstrap.SINGLE_MASTER
+        assert result["outcome"]["status"] == "active"
+        assert result["outcome"]["roles"] == ["monolith"]
+        steps = {step["step"]: step["result"] for step in result["done"]}
+        assert (
+            steps["restart_master"]
+            == steps["restart_minion"]
+            == ("skipped (eos:bootstrap:restart)")
+        )
+        assert node["seconds"] < 90
+
+        written = salt.utils.yaml.safe_load(node["master_drop_in"].read_text())
+        assert {key: written[key] for key in bootstrap.MASTER_BLOCK} == bootstrap.MASTER_BLOCK
+        assert "eos" in written["fileserver_backend"]
+        assert {"eos": {}} in written["ext_pillar"]
+        tags = [tag for entry in written["reactor"] for tag in entry]
+        assert tags == [
+            "salt/auth",
+            "eos/cluster/register",
+            "eos/cluster/node/*/accepted",
+            "salt/beacon/*/eos_storage/*",
+        ]
+        assert written["discovery"] == {
+            "mapping": {bootstrap.CLUSTER_KEY: bootstrap.DEFAULT_CLUSTER}
+        }
+        assert written["eos"] == {"join": {"state": bootstrap.JOIN_STATE}}
+        minion = salt.utils.yaml.safe_load(node["drop_in"].read_text())
+        assert minion["master"] == bootstrap.SINGLE_MASTER
+        assert minion["id"] == node["id"]
+        assert minion["eos_bootstrap"]["mode"] == "single"
+
+        records = salt_run(fresh_host, master, "eos_cluster.nodes")
+        assert [(r["id"], r["status"], r["roles"]) for r in records] == [
+            (node["id"], "active", ["monolith"])
+        ]
+
+    def test_the_same_bootstrap_again_changes_nothing(self, fresh_host, single_node):
+        node = single_node
+        before = config_files(node)
+        assert set(before) >= {"minion", "master", "minion.d/eos.conf", "master.d/eos.conf"}
+        done = subprocess.run(
+            bootstrap_argv(fresh_host, node, "mode=single"),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done
+        result = json.loads(done.stdout)["local"]
+        assert result["result"] is True
+        assert result["already"] is True
+        assert result["changed"] is False
+        assert "already bootstrapped (single" in result["comment"]
+        assert config_files(node) == before

@@ -35,6 +35,7 @@ from saltext.eos.utils import datasets
 from saltext.eos.utils import formatting
 from saltext.eos.utils import mounts
 from saltext.eos.utils import registry
+from tests.support.cluster import wait_for
 
 MB = 1024 * 1024
 SHARE = 60 * MB
@@ -383,16 +384,6 @@ def assert_nothing_moved(master, roots, before):
     for name, (node_id, _) in before.items():
         assert placements[name]["node"] == node_id
     assert store(master).journal() == {}
-
-
-def wait_for(check, what, timeout=60, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def add_cleanup_beacon(salt_cli, minion_id, mount):

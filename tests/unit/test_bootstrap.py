@@ -203,6 +203,12 @@ def test_join_needs_a_master_and_discover_refuses_one():
         bootstrap.request("discover", master="10.0.0.5")
 
 
+def test_single_refuses_a_master():
+    with pytest.raises(bootstrap.InvalidRequest, match="mode single makes this host the master"):
+        bootstrap.request("single", master="10.0.0.5")
+    assert bootstrap.request("single", port=4510).port == 4510
+
+
 def test_bad_names_are_refused():
     with pytest.raises(bootstrap.InvalidRequest, match="cluster: 'a b' is not a cluster name"):
         bootstrap.request("single", cluster="a b")

@@ -233,7 +233,8 @@ def bootstrap(
         active or failed. ``discover``: Salt's SSDP master discovery; one EOS master found ->
         join it; several -> an error listing them; none -> an error saying so.
     master
-        The master's address or host name (``join``), optionally with ``:port``.
+        The master's address or host name (``join``), optionally with ``:port``. Refused
+        by ``single`` (the minion uses the master beside it) and ``discover``.
     port
         The master's return port (default 4506); ``publish_port`` its publish port (4505).
     cluster

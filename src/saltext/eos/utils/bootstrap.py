@@ -298,7 +298,12 @@ def request(mode, master=None, port=None, publish_port=None, cluster=None, minio
     elif master is not None:
         if mode == "discover":
             raise InvalidRequest("mode discover finds the master itself: drop master= or use join")
-        master, port = parse_address(master, port)
+        # The minion of a one-node cluster talks to the master beside it; another address
+        # would leave the new master unused and register the node elsewhere.
+        raise InvalidRequest(
+            f"mode single makes this host the master (its minion uses {SINGLE_MASTER}): "
+            "drop master=, or use mode=join to join another master"
+        )
     elif port is not None:
         port = check_port(port)
     return Request(mode, master, port, publish_port, cluster, minion_id)
