@@ -35,13 +35,13 @@ import ipaddress
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from dataclasses import field
 
 import salt.utils.yaml
 
+from saltext.eos.utils import atomic
 from saltext.eos.utils import checkpoint as checkpoints
 from saltext.eos.utils import config
 
@@ -496,18 +496,7 @@ def write_atomically(path, text, created_dirs=None):
         os.makedirs(directory, mode=0o755)
         if created_dirs is not None:
             created_dirs.append(directory)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), FILE_MODE)
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    atomic.write_file(path, text, FILE_MODE)
 
 
 # --- discovery -----------------------------------------------------------------------------------

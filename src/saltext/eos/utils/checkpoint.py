@@ -34,6 +34,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from saltext.eos.utils import atomic
+
 KEEP = 10
 MANIFEST = "manifest.json"
 FILES_DIR = "files"
@@ -256,22 +258,9 @@ def _same_file(entry, content):
 
 
 def _replace(entry, content):
-    directory = os.path.dirname(entry["path"])
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".eos-restore-", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, entry["mode"])
-        if os.geteuid() == 0:
-            os.chown(temporary, entry["uid"], entry["gid"])
-        os.replace(temporary, entry["path"])
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    os.makedirs(os.path.dirname(entry["path"]), exist_ok=True)
+    owner = (entry["uid"], entry["gid"]) if os.geteuid() == 0 else None
+    atomic.write_file(entry["path"], content, entry["mode"], owner)
 
 
 def prune(store, keep=KEEP):

@@ -45,13 +45,13 @@ import re
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 
+from saltext.eos.utils import atomic
 from saltext.eos.utils import config
 from saltext.eos.utils import mounts
 from saltext.eos.utils import openfiles
@@ -1428,11 +1428,7 @@ class DegradedServices:
             return
         directory = os.path.dirname(self.path)
         os.makedirs(directory, exist_ok=True)
-        # Written aside and renamed, so a crash never leaves half a file.
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".degraded-")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump({"services": names}, stream)
-        os.replace(temporary, self.path)
+        atomic.write_file(self.path, json.dumps({"services": names}), 0o600)
 
 
 # --------------------------------------------------------------------------- the lock

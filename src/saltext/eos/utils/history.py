@@ -12,13 +12,13 @@ never grows without bound.
 
 import array
 import bisect
-import contextlib
 import math
 import os
 import struct
-import tempfile
 import time
 import urllib.parse
+
+from saltext.eos.utils import atomic
 
 DEFAULT_MAX_SAMPLES = 720
 DEFAULT_MAX_AGE_SECONDS = 24 * 3600
@@ -98,12 +98,4 @@ class History:
         return samples
 
     def _rewrite(self, path, samples):
-        fd, temp_path = tempfile.mkstemp(dir=self.directory, prefix=".samples-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(b"".join(RECORD.pack(*sample) for sample in samples))
-            os.replace(temp_path, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_path)
-            raise
+        atomic.write_file(path, b"".join(RECORD.pack(*sample) for sample in samples), 0o600)

@@ -7,12 +7,11 @@ Every sample carries the labels ``mount``, ``device`` and ``fstype`` (and ``mini
 minion id is given).
 """
 
-import contextlib
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 
+from saltext.eos.utils import atomic
 from saltext.eos.utils import thresholds
 
 DEFAULT_TEXTFILE = "/var/lib/node_exporter/textfile_collector/eos_storage.prom"
@@ -155,29 +154,8 @@ def write_atomically(path, text):
     """
     Replace ``path`` with ``text`` (mode 0644) so a reader sees the old file or the new one.
 
-    The temporary file sits in the same directory, which rename needs to be atomic, and its
-    name starts with a dot and lacks ``.prom`` so the textfile collector never reads it.
+    The temporary name (``utils.atomic``) starts with a dot and does not end in ``.prom``, so
+    the textfile collector never reads a half-written file.
     """
-    directory = check_target(path)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), FILE_MODE)
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _sync_directory(directory)
-
-
-def _sync_directory(directory):
-    # Without this the rename itself may not survive a crash.
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    check_target(path)
+    atomic.write_file(path, text, FILE_MODE)

@@ -20,18 +20,17 @@ fstab is replaced atomically (a new file, synced, renamed over the old one), so 
 leaves the old or the new file, never a half-written one that stops the next boot.
 """
 
-import contextlib
 import grp
 import json
 import os
 import pwd
 import re
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 
+from saltext.eos.utils import atomic
 from saltext.eos.utils import fsadvice
 from saltext.eos.utils import mounts
 
@@ -672,31 +671,13 @@ def _joined(lines):
 def write_atomically(path, text):
     """Replace ``path`` with ``text``, keeping its mode and owner; readers see old or new."""
     target = os.path.realpath(path)  # a symlinked fstab keeps its link
-    directory = os.path.dirname(target)
     try:
         status = os.stat(target)
     except FileNotFoundError:
         status = None
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), stat.S_IMODE(status.st_mode) if status else FSTAB_MODE)
-            if status:
-                os.fchown(stream.fileno(), status.st_uid, status.st_gid)
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    # Without this the rename itself may not survive a crash.
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    mode = stat.S_IMODE(status.st_mode) if status else FSTAB_MODE
+    owner = (status.st_uid, status.st_gid) if status else None
+    atomic.write_file(target, text, mode, owner)
 
 
 # ----------------------------------------------------------------------------- the run

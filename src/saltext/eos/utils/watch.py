@@ -23,12 +23,12 @@ import fnmatch
 import json
 import os
 import select
-import tempfile
 import time
 from dataclasses import dataclass
 from dataclasses import field
 
 from saltext.eos.utils import analyzer
+from saltext.eos.utils import atomic
 from saltext.eos.utils import config
 from saltext.eos.utils import growth
 from saltext.eos.utils import mounts
@@ -348,12 +348,4 @@ def load_levels(path):
 def save_levels(path, levels):
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=".beacon-state-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps({"version": 1, "levels": levels}))
-        os.replace(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_path)
-        raise
+    atomic.write_file(path, json.dumps({"version": 1, "levels": levels}), 0o600)
