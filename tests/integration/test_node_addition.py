@@ -285,11 +285,14 @@ def test_two_nodes_joining_together_are_serialised_and_every_node_becomes_medium
         )
         factory.start()
         minions[name] = factory
+
     # Both register at once, as machines booted together would.
+    # One CLI each: a CLI object runs one process at a time.
+    def register(node):
+        return master.salt_cli(timeout=180).run("eos_cluster.register", minion_tgt=node)
+
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        for ret in pool.map(
-            lambda node: salt_cli.run("eos_cluster.register", minion_tgt=node), (delta, echo)
-        ):
+        for ret in pool.map(register, (delta, echo)):
             assert ret.returncode == 0, ret
     for node in (delta, echo):
         record = wait_settled(master, node)
