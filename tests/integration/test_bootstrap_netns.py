@@ -273,6 +273,17 @@ def make_node(tmp_path_factory, name):
     return {"root": root, "id": node_id, "drop_in": drop_in, "starts": [("salt-minion", drop_in)]}
 
 
+def run_bootstrap(network, node, *args):
+    """eos_cluster.bootstrap run to the end on the node's host: the finished process."""
+    return subprocess.run(
+        bootstrap_argv(network, node, *args),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def bootstrap_argv(network, node, *args):
     return network.exec_argv(
         network.node_ns,
@@ -355,13 +366,7 @@ def test_discover_finds_the_master_over_ssdp_and_the_node_becomes_active(
     network, master, daemons, first_node
 ):
     node = first_node
-    planned = subprocess.run(
-        bootstrap_argv(network, node, "mode=discover", f"cluster={CLUSTER}", "dry_run=True"),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    planned = run_bootstrap(network, node, "mode=discover", f"cluster={CLUSTER}", "dry_run=True")
     assert planned.returncode == 0, planned.stdout
     plan = json.loads(planned.stdout)["local"]
     assert plan["discovered"]["address"] == network.master_ip
@@ -388,13 +393,7 @@ def test_discover_finds_the_master_over_ssdp_and_the_node_becomes_active(
 def test_the_same_bootstrap_again_changes_nothing(network, first_node):
     node = first_node
     before = node["drop_in"].read_bytes()
-    done = subprocess.run(
-        bootstrap_argv(network, node, "mode=discover", f"cluster={CLUSTER}"),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_bootstrap(network, node, "mode=discover", f"cluster={CLUSTER}")
     assert done.returncode == 0, done
     result = json.loads(done.stdout)["local"]
     assert result["changed"] is False
@@ -422,13 +421,7 @@ def test_a_join_against_a_closed_port_fails_its_health_check_and_changes_nothing
 ):
     node = make_node(tmp_path_factory, "charlie")
     before = minion_config(node)
-    done = subprocess.run(
-        bootstrap_argv(network, node, "mode=join", f"master={network.master_ip}:4999"),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_bootstrap(network, node, "mode=join", f"master={network.master_ip}:4999")
     assert done.returncode == 1, done
     result = json.loads(done.stdout)["local"]
     assert result["result"] is False
@@ -529,13 +522,7 @@ def test_single_mode_refuses_bad_input_and_writes_nothing(
 ):
     node = make_single_node(tmp_path_factory, "refused", master_main)
     before = config_files(node)
-    done = subprocess.run(
-        bootstrap_argv(fresh_host, node, *args),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_bootstrap(fresh_host, node, *args)
     assert done.returncode != 0, done
     assert message in done.stdout + done.stderr, done
     assert config_files(node) == before
@@ -589,13 +576,7 @@ class TestSingleMode:
         node = single_node
         before = config_files(node)
         assert set(before) >= {"minion", "master", "minion.d/eos.conf", "master.d/eos.conf"}
-        done = subprocess.run(
-            bootstrap_argv(fresh_host, node, "mode=single"),
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_bootstrap(fresh_host, node, "mode=single")
         assert done.returncode == 0, done
         result = json.loads(done.stdout)["local"]
         assert result["result"] is True
