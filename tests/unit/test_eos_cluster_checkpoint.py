@@ -186,10 +186,20 @@ def configure_loader_modules(node, grains, services, beacons, eos_config):
             },
             "__grains__": grains,
             "__pillar__": {},
-            "__salt__": {**services.functions(), **beacons.functions()},
+            "__salt__": {
+                **services.functions(),
+                **beacons.functions(),
+                "config.get": lambda key, default=None: config_get(eos_config, key, default),
+            },
             "__context__": {},
         }
     }
+
+
+def config_get(eos_config, key, default):
+    """Salt's config.get for ``eos:*`` keys, reading the minion config's ``eos`` mapping."""
+    name = key.removeprefix("eos:")
+    return eos_config.get(name, default)
 
 
 def snapshot(*directories):
@@ -260,6 +270,49 @@ def test_checkpoint_without_a_service_module_records_no_services(node):
 
     assert taken["services"] == {}
     assert str(node.config / "eos.yaml") in taken["files"]
+
+
+def test_checkpoint_records_no_services_when_eos_does_not_manage_software(eos_config, services):
+    eos_config["manage_software"] = False
+
+    taken = eos_cluster_module.checkpoint()
+
+    assert taken["services"] == {}
+    assert services.calls == []
+
+
+def test_a_service_state_that_cannot_be_read_is_recorded_as_unknown(node, services):
+    # debian_service on a host without systemd runs `runlevel`; off PATH, its output has no
+    # second field and service.status raises IndexError.
+    def no_runlevel(name, sig=None):
+        raise IndexError("list index out of range")
+
+    eos_cluster_module.__salt__["service.status"] = no_runlevel
+
+    taken = eos_cluster_module.checkpoint(label="join")
+
+    assert taken["unknown_services"] == ["docker", "haproxy", "nginx"]
+    assert taken["services"]["nginx"] == {
+        "active": None,
+        "enabled": None,
+        "unknown": "IndexError: list index out of range",
+    }
+    assert str(node.config / "eos.yaml") in taken["files"]
+
+
+def test_rollback_leaves_a_service_of_unknown_state_alone(services):
+    readable = services.functions()["service.status"]
+    eos_cluster_module.__salt__["service.status"] = lambda name, sig=None: (
+        readable(name) if name != "nginx" else int("not a state")
+    )
+    eos_cluster_module.checkpoint(label="join")
+    services.units["nginx"] = {"active": False, "enabled": False}
+
+    result = eos_cluster_module.rollback()
+
+    assert result["services"]["nginx"].startswith("left alone: state unknown")
+    assert services.units["nginx"] == {"active": False, "enabled": False}
+    assert "retcode" not in eos_cluster_module.__context__
 
 
 def test_checkpoints_lists_newest_first():

@@ -94,6 +94,17 @@ def __virtual__():
     return __virtualname__
 
 
+def _announced_publish_port():
+    """The publish port the master announced when this minion authenticated, if known here."""
+    # Salt keys its credentials by (pki_dir, id, master_uri, key mtime); a job process
+    # inherits them from the minion that authenticated. salt-call --local has none.
+    ours = (__opts__.get("pki_dir"), __opts__.get("id"))
+    for key, creds in dict(salt.crypt.AsyncAuth.creds_map).items():
+        if tuple(key[:2]) == ours and isinstance(creds, dict) and creds.get("publish_port"):
+            return creds["publish_port"]
+    return None
+
+
 def _layers():
     return config.Layers.from_salt(__opts__, __pillar__)
 
@@ -145,7 +156,7 @@ def health_check(master=None):
         options = health.settings(_layers())
     except config.InvalidConfig as err:
         raise CommandExecutionError(str(err)) from err
-    target = health.join_target(__opts__, master)
+    target = health.join_target(__opts__, master, _announced_publish_port())
     return health.run_all(options, __grains__, target, _health_world())
 
 
@@ -353,7 +364,10 @@ def checkpoint(label="manual"):
     """
     Save what EOS manages on this node, to undo a change with ``eos_cluster.rollback``: every
     file under ``eos:config_dir`` (default /etc/eos), EOS's minion config files (``eos*.conf``
-    and ``beacons.conf`` in minion.d) and whether each role service is running and enabled.
+    and ``beacons.conf`` in minion.d) and whether each role service is running and enabled
+    (only with ``eos:manage_software`` true: otherwise the role states manage no service). A
+    service whose state cannot be read (no service manager, a tool missing from PATH) is
+    recorded as unknown, listed in ``unknown_services``, and left alone by a rollback.
 
     The node-addition orchestration takes one on every member before it changes roles. Only
     the newest 10 are kept, in the minion's cachedir.
@@ -368,7 +382,7 @@ def checkpoint(label="manual"):
     label
         A short name (letters, digits, ``_ . @ -``), part of the checkpoint id.
 
-    Returns ``{id, label, created_at, files, trees, services}``.
+    Returns ``{id, label, created_at, files, trees, services, unknown_services}``.
     """
     try:
         checkpoints_store.check_label(label)
@@ -484,7 +498,10 @@ def _discover(cluster):
 
 def _bootstrap_world():
     def health_of(req):
-        host, port, publish = req.target()
+        host, port, _ = req.target()
+        # Not yet connected: the minion will use the publish port the master announces,
+        # unless the request names one.
+        publish = health.publish_port_in_use(req.publish_port)
         target = health.Target(
             masters=(host,), configured_masters=(host,), publish_port=publish, ret_port=port
         )
@@ -597,8 +614,16 @@ def _managed_trees():
 
 
 def _services():
-    """{name: {active, enabled}} of the role services this host has."""
-    if "service.available" not in __salt__:
+    """
+    {name: {active, enabled}} of the services the role states may manage on this host.
+
+    None when ``eos:manage_software`` is false: the role states then touch no service. Roles
+    are placed after the checkpoint is taken, so every role's services count, not only the
+    node's present roles: a join that starts a new role's service can then stop it again.
+    """
+    if "service.available" not in __salt__ or not __salt__["config.get"](
+        "eos:manage_software", True
+    ):
         return {}
     try:
         with open(ROLE_DEFAULTS, encoding="utf-8") as handle:
@@ -611,23 +636,26 @@ def _services():
         # Pillar only, as the role states read it (roles/map.jinja).
         (__pillar__.get("eos") or {}).get("role_config") or {},
     )
-    found = {
-        name: {
-            "active": bool(__salt__["service.status"](name)),
-            "enabled": bool(__salt__["service.enabled"](name)),
-        }
-        for name in names
-        if __salt__["service.available"](name)
-    }
+    found = checkpoints_store.service_states(
+        names,
+        available=__salt__["service.available"],
+        active=__salt__["service.status"],
+        enabled=__salt__["service.enabled"],
+    )
     # Asking whether a service is enabled runs commands that exit non-zero for "no"; their
     # exit code is an answer, not a failure of this job.
     __context__.pop("retcode", None)
+    for name in checkpoints_store.unknown_services(found):
+        log.warning("eos_cluster.checkpoint: state of %s unknown: %s", name, found[name]["unknown"])
     return found
 
 
 def _restore_services(saved):
     done = {}
     for name, wanted in sorted(saved.items()):
+        if wanted.get("unknown"):
+            done[name] = f"left alone: state unknown at the checkpoint ({wanted['unknown']})"
+            continue
         actions = []
         if bool(__salt__["service.enabled"](name)) != wanted["enabled"]:
             actions.append("enable" if wanted["enabled"] else "disable")

@@ -16,7 +16,10 @@ What is saved:
 - **trees**: a directory and the file names (globs) in it that EOS owns, for example every
   file under ``/etc/eos``, or ``eos*.conf`` and ``beacons.conf`` in ``minion.d``. A rollback
   makes the tree match the checkpoint: saved files come back, files created since are removed.
-- **services**: ``{name: {active, enabled}}``; a rollback returns them to that state.
+- **services**: ``{name: {active, enabled}}``; a rollback returns them to that state. A
+  service whose state could not be read (no service manager, a tool missing from PATH) is
+  saved as ``{active: null, enabled: null, unknown: <why>}`` and left alone by a rollback:
+  the checkpoint is still taken, and says so.
 
 A rollback first reads and checks every saved file (size and sha256), so a damaged checkpoint
 is refused before anything changes; then each file is replaced atomically (written beside its
@@ -179,6 +182,7 @@ def summary(manifest):
         "files": [entry["path"] for entry in manifest["files"]],
         "trees": [tree["directory"] for tree in manifest["trees"]],
         "services": manifest["services"],
+        "unknown_services": unknown_services(manifest["services"]),
     }
 
 
@@ -312,6 +316,35 @@ def managed_trees(config_dir, include_dir):
         Tree(config_dir, ("*",), recursive=True),
         Tree(include_dir, MINION_CONFIG_PATTERNS),
     ]
+
+
+def service_states(names, available, active, enabled):
+    """
+    ``{name: {active, enabled}}`` of the services in ``names`` that this host knows.
+
+    ``available``, ``active`` and ``enabled`` answer for one service name (Salt's
+    ``service.available``, ``service.status``, ``service.enabled``). A state that cannot be
+    read is recorded as unknown, with the reason, instead of failing the checkpoint.
+    """
+    states = {}
+    for name in names:
+        try:
+            if available(name):
+                states[name] = {"active": bool(active(name)), "enabled": bool(enabled(name))}
+        # Each service backend fails its own way: debian_service raises IndexError when
+        # `runlevel` is not on PATH, systemd ones raise CommandExecutionError.
+        except Exception as err:  # pylint: disable=broad-except
+            states[name] = {"active": None, "enabled": None, "unknown": _reason(err)}
+    return states
+
+
+def unknown_services(services):
+    """The names of the services whose state a checkpoint could not read."""
+    return sorted(name for name, state in services.items() if state.get("unknown"))
+
+
+def _reason(err):
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 def role_services(defaults, os_family=None, overrides=None):
