@@ -15,6 +15,7 @@ from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import bootstrap
 from saltext.eos.utils import checkpoint
 from saltext.eos.utils import config
+from tests.support import readme
 
 REPO = PACKAGE_ROOT.parents[2]
 NODE = "node-7"
@@ -253,21 +254,12 @@ def test_a_bad_timeout_names_the_key():
 # --- drop-ins ------------------------------------------------------------------------------------
 
 
-def readme_master_block():
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Master configuration", 1)[1]
-    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
-    return salt.utils.yaml.safe_load(block)
-
-
 def test_the_readme_master_block_is_the_one_bootstrap_writes():
-    assert readme_master_block() == bootstrap.MASTER_BLOCK
+    assert readme.master_block() == bootstrap.MASTER_BLOCK
 
 
 def test_the_cluster_guide_names_only_reactor_entries_of_that_block():
-    text = (REPO / "docs" / "cluster.md").read_text()
-    section = text.split("## Master configuration", 1)[1]
-    block = salt.utils.yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1))
+    block = readme.yaml_block("## Master configuration", REPO / "docs" / "cluster.md")
     for key in ("fileserver_backend", "ext_pillar"):
         assert block[key] == bootstrap.MASTER_BLOCK[key]
     for entry in block["reactor"]:
@@ -439,7 +431,8 @@ def test_the_join_plan_lists_every_step_and_its_changes(tree):
     by_name = {s.name: s.as_dict() for s in steps}
     assert by_name["minion_config"]["changes"] == {"file": p.minion_drop_in, "change": "created"}
     assert by_name["restart_minion"]["changes"] == {"service": "salt-minion", "change": "restarted"}
-    assert "against 10.0.0.5 (ports 4505, 4506)" in by_name["health"]["action"]
+    # No publish port given: the master announces it, so the plan names only the ret port.
+    assert "against 10.0.0.5 (port 4506)" in by_name["health"]["action"]
 
 
 def test_the_single_plan_writes_both_drop_ins_and_restarts_both_daemons(tree):

@@ -169,6 +169,38 @@ def test_no_master_at_all():
     assert not health.minion_configured(world(), target)["passed"]
 
 
+def test_an_unknown_publish_port_is_not_checked_and_the_detail_says_so():
+    tried = []
+    target = health.Target(("10.0.0.1",), ("10.0.0.1",), None, 14506)
+
+    check = health.master_reachable(world(connect=lambda *args: tried.append(args)), target, 3)
+
+    assert tried == [("10.0.0.1", 14506, 3)]
+    assert check["passed"]
+    assert "publish port" in check["detail"]
+    assert "not checked" in check["detail"]
+
+
+@pytest.mark.parametrize(
+    ("configured", "announced", "used"),
+    [
+        (None, 24505, 24505),  # unset: the port the master announced
+        (4506, 24505, 24505),  # Salt reads 4506 as "unset"
+        (14505, 24505, 14505),  # set: used as it is
+        (None, None, None),  # not authenticated yet: unknown
+        (4505, None, 4505),
+    ],
+)
+def test_the_publish_port_follows_salts_rule(configured, announced, used):
+    assert health.publish_port_in_use(configured, announced) == used
+
+
+def test_a_minion_without_publish_port_checks_the_announced_port():
+    target = health.join_target({"master": "m1", "master_port": 14506}, None, 24505)
+    assert (target.publish_port, target.ret_port) == (24505, 14506)
+    assert health.join_target({"master": "m1"}).publish_port is None
+
+
 def test_join_target_reads_the_minion_config():
     opts = {"master": ["m1", "m2"], "publish_port": 14505, "master_port": 14506}
     target = health.join_target(opts)

@@ -44,6 +44,7 @@ import salt.utils.yaml
 from saltext.eos.utils import atomic
 from saltext.eos.utils import checkpoint as checkpoints
 from saltext.eos.utils import config
+from saltext.eos.utils.health import RET_PORT
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,7 @@ DROP_IN_PATTERNS = ("eos*.conf",)
 MINION_SERVICE = "salt-minion"
 MASTER_SERVICE = "salt-master"
 SINGLE_MASTER = "127.0.0.1"
-PUBLISH_PORT = 4505
-RET_PORT = 4506
+PUBLISH_PORT = 4505  # the master's default
 # The key of the SSDP answer's mapping that marks an EOS master and names its cluster.
 CLUSTER_KEY = "eos_cluster"
 DEFAULT_CLUSTER = "eos"
@@ -610,11 +610,12 @@ def plan(req, minion_id, p, settings_, current, join_state=JOIN_STATE, startup_s
     The steps of a bootstrap. ``current``: ``{path: text or None}`` of the drop-ins now.
     ``req.master`` must be known (discover has run).
     """
-    host, port, publish = req.target()
+    host, port, _ = req.target()
     if req.mode == "single":
         checks = "pre-join health checks of this host (the master checks wait for its master)"
     else:
-        checks = f"pre-join health checks against {host} (ports {publish}, {port})"
+        ports = f"ports {req.publish_port}, {port}" if req.publish_port else f"port {port}"
+        checks = f"pre-join health checks against {host} ({ports})"
     steps = [Step("health", checks)]
     steps.append(
         Step(

@@ -10,7 +10,8 @@ check                  critical  passes when
 os_supported           yes       the OS is in ``supported_os`` at or above its minimum version
 root_free_space        yes       ``/`` has at least ``min_root_free_gb`` GB free
 memory                 no        the node has at least ``min_memory_gb`` GB of memory
-master_reachable       yes       the master's publish and return ports accept a connection
+master_reachable       yes       the master's return port, and the publish port this minion
+                                 uses, accept a connection
 clock_synchronised     yes / no  timedatectl or chrony says the clock is synchronised; a
                                  warning only when neither tool can tell
 minion_configured      yes       salt-minion's ``master`` is the master being joined
@@ -234,17 +235,34 @@ class World:
     hostname: object = socket.gethostname
 
 
+# salt.channel.client: a minion whose ``publish_port`` is unset or 4506 connects to the port
+# the master announced when the minion authenticated; any other value is used as it is.
+ANNOUNCED_PUBLISH_PORT_MARKER = 4506
+RET_PORT = 4506
+
+
 @dataclass(frozen=True)
 class Target:
     """The master being joined and how this minion is configured."""
 
     masters: tuple  # the master(s) to join: from the caller, else the minion config
     configured_masters: tuple  # salt-minion's ``master`` setting
-    publish_port: int
+    publish_port: object  # int, or None when unknown (announced by a master not yet met)
     ret_port: int
 
 
-def join_target(opts, master=None):
+def publish_port_in_use(configured, announced=None):
+    """
+    The master publish port this minion connects to, by Salt's own rule: its ``publish_port``
+    setting unless that is unset or 4506, else the port the master ``announced`` at
+    authentication; None when that is not known.
+    """
+    if configured is not None and int(configured) != ANNOUNCED_PUBLISH_PORT_MARKER:
+        return int(configured)
+    return int(announced) if announced else None
+
+
+def join_target(opts, master=None, announced_publish_port=None):
     """The Target from the minion's opts and an optional master to join."""
     configured = opts.get("master") or ()
     configured = (configured,) if isinstance(configured, str) else tuple(configured)
@@ -252,8 +270,8 @@ def join_target(opts, master=None):
     return Target(
         masters=tuple(str(m) for m in wanted),
         configured_masters=tuple(str(m) for m in configured),
-        publish_port=int(opts.get("publish_port") or 4505),
-        ret_port=int(opts.get("master_port") or 4506),
+        publish_port=publish_port_in_use(opts.get("publish_port"), announced_publish_port),
+        ret_port=int(opts.get("master_port") or RET_PORT),
     )
 
 
@@ -315,18 +333,25 @@ def memory(world, minimum_gb):
 def master_reachable(world, target, timeout):
     if not target.masters:
         return result("master_reachable", True, False, "no master given or configured")
+    ports = [port for port in (target.publish_port, target.ret_port) if port is not None]
     failures = []
     for host in target.masters:
-        for port in (target.publish_port, target.ret_port):
+        for port in ports:
             try:
                 world.connect(host, port, timeout)
             except OSError as err:
                 failures.append(f"{host}:{port} ({err.strerror or err})")
-    where = ", ".join(target.masters)
-    ports = f"{target.publish_port} and {target.ret_port}"
     if failures:
         return result("master_reachable", True, False, f"cannot connect to {'; '.join(failures)}")
-    return result("master_reachable", True, True, f"{where} answers on ports {ports}")
+    where = ", ".join(target.masters)
+    if target.publish_port is None:
+        detail = (
+            f"{where} answers on port {target.ret_port}; the publish port is the one the "
+            "master announces when the minion authenticates, not known yet, so not checked"
+        )
+        return result("master_reachable", True, True, detail)
+    ports_text = f"{target.publish_port} and {target.ret_port}"
+    return result("master_reachable", True, True, f"{where} answers on ports {ports_text}")
 
 
 def clock_synchronised(world):
