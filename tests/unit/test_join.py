@@ -40,6 +40,7 @@ class Fleet:
         self.down = set()
         self.failing_state = set()
         self.unhealthy = set()
+        self.untopped = set()  # minions no top file targets
         self.calls = []
         self.checkpoints = {}
         self.rolled_back = []
@@ -69,6 +70,8 @@ class Fleet:
         if fun == "eos_cluster.rollback":
             self.rolled_back.append((minion, kwargs["checkpoint_id"]))
             return join.Call({"id": kwargs["checkpoint_id"]})
+        if fun == "state.show_top":
+            return join.Call({} if minion in self.untopped else {"base": ["eos.roles"]})
         if fun in ("state.highstate", "state.apply"):
             failed = minion in self.failing_state
             chunk = {"__id__": "eos_role_file", "result": not failed, "__run_num__": 0,
@@ -372,3 +375,56 @@ def test_dependents_are_holders_of_roles_configured_from_a_moved_role():
         "e1",
         "e2",
     ]
+
+
+# --- the configuration state without a top file -----------------------------------------------
+
+
+def test_a_node_no_top_file_targets_gets_its_role_states(reg, fleet, flow):
+    fleet.untopped = {"n1"}
+    accept(reg, "n1")
+
+    assert add(flow, "n1") is None
+
+    assert reg.get("n1")["status"] == "active"
+    assert ("n1", "state.apply", (join.ROLES_STATE,)) in fleet.calls
+    assert fleet.configured("state.highstate") == []
+
+
+def test_nodes_the_top_file_targets_get_highstate_and_the_rest_eos_roles(reg, fleet, flow):
+    fleet.untopped = {"n2"}
+    accept(reg, "n1")
+    add(flow, "n1")
+    accept(reg, "n2")
+    fleet.calls.clear()
+
+    assert add(flow, "n2") is None
+
+    # n1 changed role (monolith -> edge or core): both were configured, each its own way.
+    assert fleet.configured("state.highstate") == ["n1"]
+    assert fleet.configured("state.apply") == ["n2"]
+
+
+def test_a_failing_role_state_without_a_top_file_fails_the_join(reg, fleet, flow):
+    fleet.untopped = {"n1"}
+    fleet.failing_state = {"n1"}
+    accept(reg, "n1")
+
+    rolled_back = add(flow, "n1")
+
+    assert rolled_back["rolled_back"] is True
+    assert reg.get("n1")["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("answer", "targeted"),
+    [
+        (None, True),  # no answer: highstate runs and reports it
+        (join.Call(["Rendering SLS 'top' failed"]), True),
+        (join.Call({}), False),
+        (join.Call({"base": []}), False),
+        (join.Call({"base": ["eos.roles"]}), True),
+    ],
+)
+def test_targeted_by_top(answer, targeted):
+    assert join.targeted_by_top(answer) is targeted

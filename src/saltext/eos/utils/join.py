@@ -18,9 +18,12 @@ The orchestration ``orchestrate/node_addition.sls`` runs these steps (through th
     place roles over the active members, the members that already hold roles, and the node;
     store the assignment as a new version.
 ``configure``
-    refresh pillar on every member; run the configuration state (highstate by default) on the
-    node and on every node whose roles changed; when the scale changed, re-apply the EOS part
-    of the role states (thresholds, beacon interval) on every other member.
+    refresh pillar on every member; run the configuration state on the node and on every node
+    whose roles changed; when the scale changed, re-apply the EOS part of the role states
+    (thresholds, beacon interval) on every other member. The default state is highstate
+    where the site's top file targets the node, and ``eos.roles`` (the node's role states)
+    where it does not: a master configured with the README's block alone, with no top file,
+    configures its nodes.
 ``finish``
     mark the node active (``eos/cluster/node/<id>/active``) and release the lease.
 ``rollback``
@@ -57,6 +60,7 @@ CONFIGURED_SCALE_KEY = "configured_scale"
 STEPS = ("start", "health", "checkpoint", "assign", "configure", "finish")
 JOINABLE_STATUSES = ("accepted", "active")
 COMMON_STATE = "eos.roles.common"
+ROLES_STATE = "eos.roles"
 HIGHSTATE = "highstate"
 ROLES_CHANGED_TAG = "eos/roles/changed"
 FAILED_TAG = "eos/cluster/node/{id}/failed"
@@ -70,7 +74,8 @@ DEFAULTS = {
     "lease_wait": 900,  # seconds a join waits for the one before it
     "lease_seconds": 1800,  # a lease not renewed for this long belongs to a dead run
     "minion_wait": 120,  # seconds for the node's minion to answer and register
-    "state": HIGHSTATE,  # or an SLS name such as eos.roles
+    # highstate (eos.roles on nodes no top file targets), or an SLS name such as eos.roles
+    "state": HIGHSTATE,
     "state_timeout": 900,
 }
 
@@ -411,10 +416,19 @@ class Join:
         }
 
     def _apply_state(self, targets):
-        if self.settings.state == HIGHSTATE:
-            answers = self.call(targets, "state.highstate", timeout=self.settings.state_timeout)
-            return {minion: state_problems(answers.get(minion)) for minion in targets}
-        return self._run_state(targets, self.settings.state)
+        if self.settings.state != HIGHSTATE:
+            return self._run_state(targets, self.settings.state)
+        tops = self.call(targets, "state.show_top", timeout=self.settings.state_timeout)
+        topped = [minion for minion in targets if targeted_by_top(tops.get(minion))]
+        untopped = [minion for minion in targets if minion not in topped]
+        results = {}
+        if topped:
+            answers = self.call(topped, "state.highstate", timeout=self.settings.state_timeout)
+            results.update({minion: state_problems(answers.get(minion)) for minion in topped})
+        if untopped:
+            log.info("eos_join: no top file targets %s; applying %s", untopped, ROLES_STATE)
+            results.update(self._run_state(untopped, ROLES_STATE))
+        return results
 
     def _run_state(self, targets, sls):
         answers = self.call(targets, "state.apply", args=[sls], timeout=self.settings.state_timeout)
@@ -543,6 +557,16 @@ def dependents(changes, assignments):
         for node, roles in assignments.items()
         if any(moved & set(CONFIGURED_FROM.get(role, ())) for role in roles)
     )
+
+
+def targeted_by_top(answer):
+    """
+    Whether ``state.show_top`` says the top file gives the minion states. Anything but a clear
+    "nothing" (no answer, render errors) counts as targeted, so highstate runs and reports it.
+    """
+    if answer is None or not isinstance(answer.ret, dict):
+        return True
+    return any(answer.ret.values())
 
 
 def state_problems(answer):
