@@ -347,6 +347,7 @@ def test_roles_what_if_and_apply(base_url, admin_token, master_runners):
     applied = call(base_url, "POST", "/roles/apply", token=admin_token)
     assert applied.status == 200, applied
     assert applied.data["version"] >= 1
+    assert "_stamp" not in applied.data, applied
 
 
 def test_reject_then_remove(base_url, admin_token, reader_token, minion):

@@ -42,13 +42,13 @@ import salt.client
 import salt.crypt
 import salt.key
 import salt.loader
-import salt.utils.event
 import salt.utils.minions
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import InvalidKeyError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
+from saltext.eos.utils import events
 from saltext.eos.utils import registry
 
 log = logging.getLogger(__name__)
@@ -345,15 +345,8 @@ def _policy():
 
 
 def _fire_status_change(node_id, status, record):
-    tag = NODE_TAG.format(id=node_id, status=status)
     # The change is stored whatever the event bus does; a lost event is only logged.
-    try:
-        with salt.utils.event.get_master_event(
-            __opts__, __opts__["sock_dir"], listen=False
-        ) as event:
-            event.fire_event(record, tag)
-    except Exception as err:  # pylint: disable=broad-except
-        log.warning("eos_cluster: could not fire %s: %s", tag, err)
+    events.fire_or_log(__opts__, NODE_TAG.format(id=node_id, status=status), record)
 
 
 def _apply(reg, change, *args):

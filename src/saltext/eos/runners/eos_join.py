@@ -39,11 +39,11 @@ Events:
 import logging
 
 import salt.client
-import salt.utils.event
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
+from saltext.eos.utils import events
 from saltext.eos.utils import join
 from saltext.eos.utils import registry
 
@@ -234,8 +234,7 @@ def _call(targets, fun, args=(), kwargs=None, timeout=None):
 
 
 def _fire(tag, data):
-    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
-        bus.fire_event(data, tag)
+    events.fire(__opts__, tag, data)
 
 
 def _fire_status_change(node_id, status, record):

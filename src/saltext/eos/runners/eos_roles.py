@@ -28,11 +28,11 @@ Each minion's pillar (the ``eos`` ext_pillar) carries its roles as ``eos:roles``
 
 import logging
 
-import salt.utils.event
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
+from saltext.eos.utils import events
 from saltext.eos.utils import placement
 from saltext.eos.utils import registry
 from saltext.eos.utils import roles as role_rules
@@ -217,5 +217,4 @@ def _registry():
 
 
 def _fire(tag, data):
-    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
-        bus.fire_event(data, tag)
+    events.fire(__opts__, tag, data)

@@ -33,12 +33,12 @@ import logging
 
 import salt.cache
 import salt.client
-import salt.utils.event
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
+from saltext.eos.utils import events
 from saltext.eos.utils import rebalance as planner
 from saltext.eos.utils import registry
 from saltext.eos.utils import transfer
@@ -314,11 +314,7 @@ def _call(node, function, kwarg, timeout):
 
 def _fire(tag, data):
     # The move is recorded whatever the event bus does; a lost event is only logged.
-    try:
-        with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
-            bus.fire_event(data, tag)
-    except Exception as err:  # pylint: disable=broad-except
-        log.warning("eos_storage: could not fire %s: %s", tag, err)
+    events.fire_or_log(__opts__, tag, data)
 
 
 # --- gathering -------------------------------------------------------------------------------
