@@ -32,10 +32,11 @@ every default shown):
             - mine.get
             - jobs.list_jobs
             - jobs.lookup_jid
-        dashboard:
+        dashboard:                # reads only: every GET endpoint, no write
           - '@runner':
             - eos_cluster.info
             - eos_cluster.nodes
+            - mine.get
 
 ``GET /api/v1/storage/report`` reads the minions' mine; each minion publishes its analysis
 with (minion config):
