@@ -17,8 +17,10 @@ import time
 import pytest
 from salt.exceptions import CommandExecutionError
 
+from tests.support.filesystems import bind_mount
 from tests.support.filesystems import fill_to
 from tests.support.filesystems import loop_ext4
+from tests.support.protected_data import EXAMPLES
 
 pytestmark = pytest.mark.root
 
@@ -199,7 +201,7 @@ def test_compress_gzips_old_logs_and_keeps_live_young_and_preserved_ones(loaders
         assert digest(logs[name]) == sums[name]
     reasons = kept(step(result, "compress_logs"))
     assert "open for writing by pid" in reasons[str(logs["live"])]
-    assert reasons[str(logs["key"])] == "preserved: *.key (critical data)"
+    assert reasons[str(logs["key"])] == r"preserved: .*\.key (critical)"
     assert "eos:cleanup:preserve_paths" in reasons[str(logs["preserved"])]
 
     expected = sum(
@@ -227,7 +229,7 @@ def test_cleanup_removes_only_old_tmp_files_and_never_follows_a_symlink(loaders,
     assert digest(files["precious"]) == precious
     reasons = kept(tmp_step)
     assert "hard link (2 links)" in reasons[str(files["linked"])]
-    assert reasons[str(files["pem"])] == "preserved: *.pem (critical data)"
+    assert reasons[str(files["pem"])] == r"preserved: .*\.pem (critical)"
     for name in ("package_caches", "docker_prune", "journal_vacuum"):
         assert step(result, name)["skipped"]
 
@@ -379,3 +381,72 @@ def _run_while_another_process_holds(loaders, tree, lock_dir):
         holder.wait()
         holder.stdout.close()
     return refused, holder.pid
+
+
+def small_log(tree, path, age_days=30):
+    """A 20 KiB log that gzip shrinks, ``age_days`` old: every age rule would take it."""
+    line = b"2024-01-01T12:00:00 db[42]: checkpoint complete: wrote 12 buffers\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(line * (20 * 1024 // len(line)))
+    tree.age(path, age_days)
+    return path
+
+
+def test_no_level_touches_protected_data_or_what_a_bind_mount_shows(loaders, tree):
+    protected_files = {
+        small_log(tree, root / name / relative): name
+        for name, relatives in EXAMPLES.items()
+        for relative in relatives
+        for root in (tree.log, tree.tmp)
+    }
+    # Another directory of this filesystem shown again below the tmp and log dirs: a bind
+    # mount has the st_dev of what it shows, so only the mount table tells it apart.
+    elsewhere = tree.mount / "elsewhere"
+    shown = [small_log(tree, elsewhere / name) for name in ("old.bin", "app.log.1", "big.log")]
+    compressed = small_log(tree, tree.log / "app.log")
+    rotated = small_log(tree, tree.log / "app.log.1")
+    old_tmp = small_log(tree, tree.tmp / "build" / "old.o")
+    live = small_log(tree, tree.log / "live.log", age_days=0)
+    sums = {path: digest(path) for path in (*protected_files, *shown)}
+    levels = {
+        "compress": lambda: not compressed.exists() and compressed.with_suffix(".log.gz").exists(),
+        "cleanup": lambda: not old_tmp.exists(),
+        "degrade": lambda: True,
+        "emergency": lambda: (
+            not any(p.exists() for p in (rotated, rotated.with_suffix(".1.gz")))
+            and live.stat().st_size == 0
+        ),
+    }
+    results = []
+    with contextlib.ExitStack() as mounts:
+        for parent in (tree.tmp, tree.log):
+            bound = mounts.enter_context(bind_mount(elsewhere, parent / "chroot dir" / "srv"))
+            assert os.stat(bound).st_dev == os.stat(parent).st_dev
+        with configured(loaders, tree, tmp_after_days=0, truncate_over="1K"):
+            for level, done in levels.items():
+                results.append(
+                    loaders.modules.eos_storage.cleanup(
+                        level=level,
+                        mount=str(tree.mount),
+                        dry_run=False,
+                        target_percent=FORCE,
+                        services=False,
+                    )
+                )
+                assert done(), level
+                assert {path: digest(path) for path in sums} == sums, level
+
+    assert not [p for p in (*protected_files, *shown) if p.with_name(p.name + ".gz").exists()]
+    reported = [
+        (entry["path"], entry.get("reason"))
+        for result in results
+        for step_result in result["steps"]
+        for entry in (*step_result["files"], *step_result["kept"])
+    ]
+    assert not [path for path, _why in reported if "chroot dir" in path]
+    reasons = {}
+    for path, why in reported:
+        if why is not None:
+            reasons.setdefault(path, set()).add(why)
+    for path, name in protected_files.items():
+        assert reasons[str(path)] and all(why.endswith(f"({name})") for why in reasons[str(path)])

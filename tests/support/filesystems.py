@@ -54,3 +54,15 @@ def fill_to(mount_point, percent, name="fill.bin"):
         handle.flush()
         os.fsync(handle.fileno())
     return target
+
+
+@contextlib.contextmanager
+def bind_mount(source, target):
+    """Bind-mount directory ``source`` on ``target`` (created); unmount it after, always."""
+    target = pathlib.Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)

@@ -9,6 +9,7 @@ every file's ctime 30 days old, and a file's age is then set with atime and mtim
 
 import gzip
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -18,7 +19,11 @@ import pytest
 from saltext.eos.utils import cleanup
 from saltext.eos.utils import config
 from saltext.eos.utils import openfiles
+from saltext.eos.utils import protected
 from saltext.eos.utils import thresholds
+from saltext.eos.utils import walk
+from tests.support.protected_data import EXAMPLES
+from tests.support.protected_data import LOOKALIKES
 
 DAY = 86400
 MIB = 1024 * 1024
@@ -252,11 +257,73 @@ def test_pillar_beats_minion_config_per_key():
         ({"package_caches": {"pacman": []}}, "eos:cleanup:package_caches:pacman: unknown"),
         ({"preserve_paths": ["data/keep"]}, "eos:cleanup:preserve_paths: 'data/keep' must"),
         ({"tmp_after_day": 3}, "eos:cleanup:tmp_after_day: unknown setting"),
+        ({"protected": ["/srv/ledger"]}, r"eos:cleanup:protected: \['/srv/ledger'\] is not a map"),
+        ({"protected": {"ledger": "/srv"}}, "eos:cleanup:protected:ledger: '/srv' is not a map"),
+        (
+            {"protected": {"led ger": {"paths": ["/srv"], "reason": "r"}}},
+            "eos:cleanup:protected:led ger: 'led ger' is not a class name",
+        ),
+        (
+            {"protected": {"ledger": {"paths": ["srv"], "reason": "r"}}},
+            "eos:cleanup:protected:ledger:paths: 'srv' is not an absolute path",
+        ),
+        (
+            {"protected": {"ledger": {"paths": "/srv", "reason": "r"}}},
+            "eos:cleanup:protected:ledger:paths: '/srv' is not a list",
+        ),
+        (
+            {"protected": {"ledger": {"names": ["/srv/*.db"], "reason": "r"}}},
+            "eos:cleanup:protected:ledger:names: '/srv/\\*.db' is not a name pattern",
+        ),
+        (
+            {"protected": {"ledger": {"names": ["data//x"], "reason": "r"}}},
+            "eos:cleanup:protected:ledger:names: 'data//x' is not a name pattern",
+        ),
+        (
+            {"protected": {"ledger": {"names": ["../x"], "reason": "r"}}},
+            "eos:cleanup:protected:ledger:names: '../x' is not a name pattern",
+        ),
+        (
+            {"protected": {"ledger": {"paths": ["/srv/ledger"]}}},
+            "eos:cleanup:protected:ledger:reason: None is not a text",
+        ),
+        (
+            {"protected": {"ledger": {"paths": ["/srv/ledger"], "reason": " "}}},
+            "eos:cleanup:protected:ledger:reason: ' ' is not a text",
+        ),
+        (
+            {"protected": {"ledger": {"reason": "money"}}},
+            "eos:cleanup:protected:ledger: protects nothing",
+        ),
+        (
+            {"protected": {"ledger": {"path": ["/srv"], "reason": "r"}}},
+            "eos:cleanup:protected:ledger:path: unknown field; expected one of paths, names",
+        ),
+        (
+            {"protected": {"mysql-binlog": {"paths": ["/srv/binlogs"], "reason": "mine"}}},
+            "eos:cleanup:protected:mysql-binlog:reason: a built-in class keeps its reason",
+        ),
     ],
 )
 def test_bad_configuration_names_the_key_and_value(conf, message):
     with pytest.raises(config.InvalidConfig, match=message):
         cleanup.settings(layers(**conf))
+
+
+@pytest.mark.parametrize("path", ["/", "//", "///", "/./", "/tmp/..", "//tmp/../"])
+@pytest.mark.parametrize("name", ["tmp_dirs", "log_dirs", "user_cache_dirs", "journal_dirs"])
+def test_every_spelling_of_the_root_is_too_broad_to_clean(name, path):
+    with pytest.raises(config.InvalidConfig, match=f"eos:cleanup:{name}: '{path}' is too broad"):
+        cleanup.settings(layers(**{name: [path]}))
+
+
+def test_paths_are_normalised_before_they_are_used():
+    settings = cleanup.settings(
+        layers(tmp_dirs=["//tmp//build/./"], preserve_paths=["//srv//keep/"], docker_root="//d")
+    )
+    assert settings.tmp_dirs == ("/tmp/build",)
+    assert settings.docker_root == "/d"
+    assert cleanup.Protection(settings.preserve_paths).reason("/srv/keep/a")
 
 
 def test_a_cleanup_section_that_is_not_a_mapping_is_an_error():
@@ -270,6 +337,31 @@ def test_a_cleanup_section_that_is_not_a_mapping_is_an_error():
 )
 def test_sizes_read_like_journalctl(text, expected):
     assert cleanup.parse_size(text, "key") == expected
+
+
+def test_a_size_is_the_whole_text():
+    # Surrounding whitespace (a trailing newline too) is padding; anything after it is not.
+    assert cleanup.parse_size(" 500M\n", "key") == 500 * MIB
+    for text in ("500M\nrm", "500Mx", "5 00M"):
+        with pytest.raises(config.InvalidConfig, match="is not a size such as 500M"):
+            cleanup.parse_size(text, "key")
+
+
+@pytest.mark.parametrize(
+    ("name", "rotated"),
+    [
+        ("syslog.1", True),
+        ("syslog.2.gz", True),
+        ("app.log-20240101", True),
+        ("app.log.old", True),
+        ("syslog", False),
+        ("syslog.1\n", False),
+        ("app.log.old\n", False),
+        ("syslog.2.gz\n", False),
+    ],
+)
+def test_only_names_ending_in_a_rotation_suffix_are_rotated_logs(name, rotated):
+    assert cleanup._is_rotated(name) is rotated
 
 
 # --------------------------------------------------------------------------- protection
@@ -292,7 +384,21 @@ def test_critical_data_is_always_preserved(path):
     assert cleanup.Protection().reason(path).startswith("preserved:")
 
 
-@pytest.mark.parametrize("path", ["/etcetera/x", "/homework/x", "/tmp/key", "/tmp/a.keys"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etcetera/x",
+        "/homework/x",
+        "/tmp/key",
+        "/tmp/a.keys",
+        "/var/log/mysqld.log.1",
+        "/var/lib/etcd2/x.1",
+        "/tmp/kafka-logs.old/x",
+        "/var/log/app.log.1",
+        "/var/log/journal/x.log.1",
+        "/var/lib/postgresql-old/x",
+    ],
+)
 def test_lookalikes_of_critical_data_are_not_preserved(path):
     assert cleanup.Protection().reason(path) is None
 
@@ -303,6 +409,94 @@ def test_preserve_paths_take_paths_globs_and_names():
     assert protection.reason("/data/x/models/m.bin")
     assert protection.reason("/var/tmp/app.sqlite")
     assert protection.reason("/srv/keeper/a") is None
+
+
+def test_the_examples_cover_every_protected_class():
+    assert set(EXAMPLES) == set(protected.BUILTIN_BY_NAME)
+
+
+@pytest.mark.parametrize(
+    ("name", "location"),
+    [(each.name, path) for each in protected.BUILTIN for path in each.paths],
+)
+def test_every_protected_location_is_kept_whole(name, location):
+    inside = location.replace("*", "15") + "/any/file.log.1"
+    assert cleanup.Protection().reason(inside) == f"preserved: {location} ({name})"
+
+
+def plant(tree, roots, relative_paths):
+    """Old compressible files at each relative path below each root."""
+    return [
+        tree.log_file(root / relative, lines=500, age_days=30)
+        for root in roots
+        for relative in relative_paths
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_protected_data_in_log_and_tmp_dirs_survives_every_step(tree, name):
+    log_copies = plant(tree, [tree.log / name], EXAMPLES[name])
+    tmp_copies = plant(tree, [tree.tmp / name], EXAMPLES[name])
+    ordinary = plant(tree, [tree.log, tree.tmp], ["app.log.1"])
+    before = {path: path.read_bytes() for path in (*log_copies, *tmp_copies)}
+    # Every file qualifies for some step: old, and live logs of any size are truncated.
+    result = tree.run("emergency", dry_run=False, settings=tree.settings(truncate_over="0"))
+    assert {path: path.read_bytes() for path in before} == before
+    assert not any(path.with_name(path.name + ".gz").exists() for path in before)
+    assert not any(path.exists() for path in ordinary)
+    first_refusals = [("compress_logs", log_copies), ("tmp_files", tmp_copies)]
+    for step_name, copies in first_refusals:
+        reasons = kept(step(result, step_name))
+        assert all(reasons[str(path)].endswith(f"({name})") for path in copies), reasons
+    for later in ("rotated_logs", "truncate_live_logs"):
+        assert all(why.endswith(f"({name})") for why in kept(step(result, later)).values())
+
+
+def test_lookalikes_of_protected_data_are_still_cleaned(tree):
+    lookalikes = plant(tree, [tree.log, tree.tmp], LOOKALIKES)
+    result = tree.run("emergency", dry_run=False)
+    assert [path for path in lookalikes if path.exists()] == []
+    assert [p for p in tree.root.rglob("*") if p.is_file() and p.name.endswith(".gz")] == []
+    assert paths(step(result, "rotated_logs")) == {
+        f"{path}.gz" for path in lookalikes if path.is_relative_to(tree.log)
+    }
+
+
+def test_a_site_adds_protected_classes_and_locations_of_built_in_ones(tree):
+    ledger = plant(tree, [tree.tmp / "books", tree.log], ["2024.ledger.1"])
+    binlogs = plant(tree, [tree.log / "binlogs"], ["host.000001", "host.index"])
+    doomed = plant(tree, [tree.log], ["app.log.1"])
+    site = {
+        "ledger": {"paths": [str(tree.tmp / "books")], "names": ["*.ledger.*"], "reason": "$"},
+        "mysql-binlog": {"paths": [str(tree.log / "binlogs")]},
+    }
+    result = tree.run("emergency", dry_run=False, settings=tree.settings(protected=site))
+    assert all(path.exists() for path in (*ledger, *binlogs))
+    assert not any(path.exists() for path in doomed)
+    reasons = {**kept(step(result, "compress_logs")), **kept(step(result, "tmp_files"))}
+    assert reasons[str(ledger[0])] == f"preserved: {tree.tmp / 'books'} (ledger)"
+    assert reasons[str(ledger[1])] == "preserved: *.ledger.* (ledger)"
+    assert reasons[str(binlogs[0])] == f"preserved: {tree.log / 'binlogs'} (mysql-binlog)"
+
+
+def test_site_classes_merge_class_by_class_and_never_drop_a_built_in_one():
+    merged = config.Layers(
+        [
+            ("minion config", {"cleanup": {"protected": {"a": {"names": ["x"], "reason": "1"}}}}),
+            ("pillar", {"cleanup": {"protected": {"b": {"names": ["y"], "reason": "2"}}}}),
+        ]
+    )
+    classes = {each.name: each for each in cleanup.settings(merged).protected}
+    assert set(classes) == {*protected.BUILTIN_BY_NAME, "a", "b"}
+    assert cleanup.Protection(classes=tuple(classes.values())).reason("/srv/y") == (
+        "preserved: y (b)"
+    )
+
+
+def test_docs_show_the_protected_classes_table():
+    docs = pathlib.Path(__file__).parents[2] / "docs" / "cleanup.md"
+    # On a mismatch, paste protected.markdown() into the "Protected data" section.
+    assert protected.markdown() in docs.read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- compress
@@ -417,8 +611,8 @@ def test_a_directory_swapped_for_a_symlink_after_planning_leads_nowhere(tree, mo
     target = tree.file(tree.outside / "victim.bin", content=b"keep me", age_days=60)
     real_walk = cleanup._walk_files
 
-    def walk_then_swap(root):
-        found = list(real_walk(root))
+    def walk_then_swap(root, mount_table):
+        found = list(real_walk(root, mount_table))
         if root == str(tree.tmp):
             # An attacker replaces the directory once the plan is made.
             planned.unlink()
@@ -429,7 +623,9 @@ def test_a_directory_swapped_for_a_symlink_after_planning_leads_nowhere(tree, mo
     monkeypatch.setattr(cleanup, "_walk_files", walk_then_swap)
     result = tree.run("cleanup", dry_run=False)
     assert target.read_bytes() == b"keep me"
-    assert len(step(result, "tmp_files")["errors"]) == 1
+    errors = step(result, "tmp_files")["errors"]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"{planned}: ")
     assert step(result, "tmp_files")["freed_bytes"] == 0
 
 
@@ -465,7 +661,7 @@ def test_preserved_paths_and_patterns_win_inside_the_roots(tree):
         assert path.exists()
     assert not doomed.exists()
     reasons = kept(step(result, "tmp_files"))
-    assert reasons[str(key)] == "preserved: *.key (critical data)"
+    assert reasons[str(key)] == r"preserved: .*\.key (critical)"
     assert "eos:cleanup:preserve_paths" in reasons[str(sqlite)]
 
 
@@ -490,6 +686,48 @@ def test_roots_on_another_filesystem_are_not_touched(tree):
     )
     assert old.exists()
     assert step(result, "tmp_files")["skip_reason"].startswith("none of")
+
+
+def with_mount_at(directory):
+    """This process's mount table plus a bind mount of the same filesystem at ``directory``."""
+    real = walk.MountTable.read()
+    point = os.path.realpath(directory)
+    holder = real.mount_at(point)
+    bind = walk.Mount(10**9, holder.mount_id, holder.device, "/home", point)
+    return walk.MountTable((*real.mounts, bind))
+
+
+def test_a_bind_mount_below_a_root_is_never_entered(tree):
+    inside = tree.file(tree.tmp / "chroot" / "home" / "alice" / "thesis.tex", age_days=60)
+    doomed = tree.file(tree.tmp / "old.bin", age_days=60)
+    table = with_mount_at(tree.tmp / "chroot" / "home")
+    result = tree.run("cleanup", dry_run=False, world=tree.world(mount_table=lambda: table))
+    assert inside.exists()
+    assert not doomed.exists()
+    assert paths(step(result, "tmp_files")) == {str(doomed)}
+
+
+def test_a_root_that_is_another_mount_of_the_same_filesystem_is_not_cleaned(tree):
+    old = tree.file(tree.tmp / "old.bin", age_days=60)
+    table = with_mount_at(tree.tmp)
+    result = tree.run("cleanup", dry_run=False, world=tree.world(mount_table=lambda: table))
+    assert old.exists()
+    assert step(result, "tmp_files")["skip_reason"].startswith("none of")
+
+
+def test_without_the_mount_table_no_file_is_touched(tree):
+    old = tree.file(tree.tmp / "old.bin", age_days=60)
+    rotated = tree.file(tree.log / "app.log.1", age_days=60)
+
+    def unreadable():
+        raise PermissionError(13, "Permission denied")
+
+    result = tree.run("emergency", dry_run=False, world=tree.world(mount_table=unreadable))
+    assert old.exists()
+    assert rotated.exists()
+    tmp_step = step(result, "tmp_files")
+    assert tmp_step["skip_reason"].startswith("nothing is touched: cannot read the mount table")
+    assert tmp_step["errors"] == ["cannot read the mount table: [Errno 13] Permission denied"]
 
 
 # --------------------------------------------------------------------------- emergency
@@ -672,8 +910,8 @@ def test_a_vanished_file_is_an_error_and_the_run_goes_on(tree, monkeypatch):
     stays_gone = tree.file(tree.tmp / "also-old", age_days=50)
     real_walk = cleanup._walk_files
 
-    def walk_then_vanish(root):
-        found = list(real_walk(root))
+    def walk_then_vanish(root, mount_table):
+        found = list(real_walk(root, mount_table))
         if root == str(tree.tmp) and gone.exists():
             gone.unlink()
         return iter(found)

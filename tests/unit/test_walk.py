@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from saltext.eos.utils import walk
+from tests.support.filesystems import bind_mount
 
 KIB = 1024
 
@@ -257,3 +258,98 @@ def test_a_filesystem_mounted_below_root_is_not_counted(tmpfs_below):
     assert {path for path, _status in walk.iter_files(root)} == {str(root / "own")}
     crossing = {path for path, _status in walk.iter_files(root, one_filesystem=False)}
     assert str(tmpfs_below / "on-tmpfs") in crossing
+
+
+# --------------------------------------------------------------------------- mounts
+
+MOUNTINFO = """\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+30 27 254:0 /home /tmp/chroot\\040dir/home rw,relatime shared:1 - ext4 /dev/vda rw
+31 30 0:40 / /tmp/chroot\\040dir/home/tab\\011and\\134back rw - tmpfs tmpfs rw
+40 27 0:50 / /srv rw - xfs /dev/vdb rw
+41 40 0:51 / /srv/a rw - tmpfs tmpfs rw
+42 41 0:52 / /srv/a/b rw - tmpfs tmpfs rw
+43 40 0:53 / /srv rw - tmpfs tmpfs rw
+50 27 0:60 / /data/x/y rw - tmpfs tmpfs rw
+51 27 0:61 / /data/x rw - tmpfs tmpfs rw
+"""
+
+
+@pytest.fixture
+def table():
+    return walk.MountTable.parse(MOUNTINFO)
+
+
+def test_mountinfo_paths_are_unescaped(table):
+    bound = next(mount for mount in table.mounts if mount.mount_id == 30)
+    assert bound == walk.Mount(30, 27, "254:0", "/home", "/tmp/chroot dir/home")
+    assert table.is_mount_point("/tmp/chroot dir/home/tab\tand\\back")
+    assert not table.is_mount_point("/tmp/chroot\\040dir/home")
+
+
+def test_mountinfo_lines_are_read_as_bytes_like_directory_names():
+    table = walk.MountTable.parse(
+        b"27 1 8:1 / / rw - ext4 sda rw\n28 27 8:2 / /caf\xe9 rw - x y z\n"
+    )
+    assert table.is_mount_point(os.fsdecode(b"/caf\xe9"))
+
+
+@pytest.mark.parametrize(
+    ("path", "mount_id"),
+    [
+        ("/", 27),
+        ("/tmp/chroot dir", 27),
+        ("/tmp/chroot dir/home/alice", 30),
+        ("/tmp/chroot dir/home/tab\tand\\back/x", 31),
+        ("/tmp/chroot dir/homework", 27),
+        ("/proc/1", 22),
+        # 43 is stacked on /srv over 40, and hides 41 and 42, mounted inside 40.
+        ("/srv/a/b/c", 43),
+        # 51 was mounted on /data/x after 50 on /data/x/y, both on the root: 51 hides 50.
+        ("/data/x/y/z", 51),
+    ],
+)
+def test_the_mount_holding_a_path_is_the_one_in_view(table, path, mount_id):
+    assert table.mount_at(path).mount_id == mount_id
+
+
+def test_a_line_that_is_not_a_mount_is_an_error():
+    with pytest.raises(ValueError, match=r"mountinfo line 2 is not a mount"):
+        walk.MountTable.parse("27 1 254:0 / / rw - ext4 /dev/vda rw\ngarbage\n")
+
+
+def test_the_mount_table_of_this_process_holds_its_root():
+    table = walk.MountTable.read()
+    assert table.mount_at("/") is not None
+    assert table.is_mount_point("/")
+
+
+def test_a_directory_that_the_table_names_a_mount_point_is_not_entered(tree):
+    # A bind mount of the same filesystem has the same st_dev: only the table tells.
+    bound = tree / "logs" / "old"
+    real = walk.MountTable.read()
+    holder = real.mount_at(str(bound.resolve()))
+    extra = walk.Mount(10**9, holder.mount_id, holder.device, "/home", str(bound.resolve()))
+    table = walk.MountTable((*real.mounts, extra))
+    result = walk.largest(tree, mount_table=table)
+    assert str(bound / "c") not in listed(result["files"])
+    assert str(bound) not in listed(result["directories"])
+    assert str(bound / "c") not in dict(walk.iter_files(tree, mount_table=table))
+    assert str(bound / "c") in dict(walk.iter_files(tree))
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounting needs root")
+def test_a_bind_mount_of_the_same_filesystem_is_not_entered(tmp_path):
+    source = tmp_path / "home"
+    write(source / "alice" / "thesis.tex", 64)
+    root = tmp_path / "root"
+    write(root / "own", 4)
+    with bind_mount(source, root / "chroot dir" / "home") as bound:
+        assert os.stat(bound).st_dev == os.stat(root).st_dev
+        result = walk.largest(root)
+        files = {path for path, _status in walk.iter_files(root)}
+    assert [entry["path"] for entry in result["files"]] == [str(root / "own")]
+    assert files == {str(root / "own")}
+    assert listed(result["directories"]) == {str(root / "chroot dir"): 0}

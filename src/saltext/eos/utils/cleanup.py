@@ -17,11 +17,14 @@ Every setting lives under ``eos:cleanup``; ``DEFAULTS`` is the one table of defa
 
 Safety rules, applied to every file a step touches:
 
-- only below the configured roots, only on the named filesystem (``st_dev``), never
-  following a symlink: roots are ``lstat``-ed, walks do not enter links, and every change is
-  made through directory descriptors opened with ``O_NOFOLLOW`` down from the root;
-- never critical data (``CRITICAL_PATHS``, ``CRITICAL_PATTERNS``) nor ``preserve_paths``:
-  preserved wins over every setting;
+- only below the configured roots, only on the named mount, never following a symlink:
+  roots are ``lstat``-ed and must be on that mount (``st_dev`` and the mount table read once
+  per run from /proc/self/mountinfo, so a bind mount of the same filesystem is another
+  mount), walks enter neither links nor mount points, and every change is made through
+  directory descriptors opened with ``O_NOFOLLOW`` down from the root;
+- never protected data (``protected.BUILTIN`` plus ``eos:cleanup:protected``: databases'
+  binary and write-ahead logs, journals, keys...) nor ``preserve_paths``, whatever its name
+  or age: preserved wins over every setting;
 - never a file with several hard links (unlinking one frees nothing), and never a file that a
   process holds open, except to truncate a live log in place;
 - sizes are allocated bytes (``st_blocks * 512``), what the filesystem gets back.
@@ -55,6 +58,7 @@ from saltext.eos.utils import atomic
 from saltext.eos.utils import config
 from saltext.eos.utils import mounts
 from saltext.eos.utils import openfiles
+from saltext.eos.utils import protected
 from saltext.eos.utils import walk
 
 LEVELS = ("compress", "cleanup", "degrade", "emergency")
@@ -76,7 +80,7 @@ DAY_SECONDS = 86400
 DEFAULTS = {
     # compress
     "log_dirs": ["/var/log"],
-    "log_exclude": ["*.journal", "*.journal~", "wtmp", "btmp", "lastlog", "faillog"],
+    "log_exclude": ["wtmp", "btmp", "lastlog", "faillog"],
     "compress_after_days": 7,
     "compress_level": 6,
     # cleanup
@@ -102,19 +106,21 @@ DEFAULTS = {
     "emergency_journal_max_size": "100M",
     "truncate_over": "100M",
     # every level
+    "protected": {},
     "preserve_paths": [],
     "target_margin": 5,
     "max_listed_files": 100,
     "command_timeout": 1800,
 }
 
-# Critical data, as the original EOS tool classified it; preserve_paths adds to it.
-CRITICAL_PATHS = ("/etc", "/var/lib/mysql", "/var/lib/postgresql", "/var/lib/vault", "/home")
-CRITICAL_PATTERNS = ("*.key", "*.crt", "*.pem")
+PROTECTED_FIELDS = ("paths", "names", "reason")
+GLOB_CHARACTER = re.compile(r"[*?\[]")
+PROTECTED_CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".zip")
-# syslog.1, syslog.2.gz, app.log-20240101, app.log-2024010112.xz, app.log.old
-ROTATED_NAME = re.compile(r"(\.\d+|[-.]\d{8}(\d{2})?|\.old)(\.(gz|xz|bz2|zst|zip))?$")
+# syslog.1, syslog.2.gz, app.log-20240101, app.log-2024010112.xz, app.log.old. "\Z", not "$":
+# "$" also matches before a trailing newline, and "app.log.1\n" is not a rotated log.
+ROTATED_NAME = re.compile(r"(\.\d+|[-.]\d{8}(\d{2})?|\.old)(\.(gz|xz|bz2|zst|zip))?\Z")
 PACKAGE_TOOLS = {
     "apt": ("apt-get", "clean"),
     "dnf": ("dnf", "clean", "all"),
@@ -174,6 +180,7 @@ class Settings:
     rotated_after_seconds: float
     emergency_journal_max_bytes: int
     truncate_over_bytes: int
+    protected: tuple
     preserve_paths: tuple
     target_margin: float
     max_listed_files: int
@@ -205,6 +212,7 @@ def settings(layers):
             raw["emergency_journal_max_size"], _key("emergency_journal_max_size")
         ),
         truncate_over_bytes=parse_size(raw["truncate_over"], _key("truncate_over")),
+        protected=_protected_classes(layers),
         preserve_paths=_preserve_rules(raw),
         target_margin=config.number(raw["target_margin"], _key("target_margin"), 0, 99),
         max_listed_files=_whole(raw, "max_listed_files", minimum=0),
@@ -236,8 +244,8 @@ def parse_size(value, key):
         raise config.InvalidConfig(f"{key}: {value!r} is not a size such as 500M")
     if isinstance(value, (int, float)):
         amount = value
-    elif isinstance(value, str) and SIZE_TEXT.match(value):
-        number, unit = SIZE_TEXT.match(value).groups()
+    elif isinstance(value, str) and SIZE_TEXT.fullmatch(value):
+        number, unit = SIZE_TEXT.fullmatch(value).groups()
         amount = float(number) * SIZE_UNITS[unit.lower()]
     else:
         raise config.InvalidConfig(f"{key}: {value!r} is not a size such as 500M")
@@ -273,7 +281,13 @@ def _names(raw, name):
 def _absolute_path(value, key):
     if not isinstance(value, str) or not value.startswith("/"):
         raise config.InvalidConfig(f"{key}: {value!r} is not an absolute path")
-    return os.path.normpath(value)
+    return _normalised(value)
+
+
+def _normalised(path):
+    # normpath keeps a leading "//" (POSIX leaves its meaning to the system), and "//" would
+    # then pass a check for "/" while meaning the same directory on Linux.
+    return "/" + os.path.normpath(path).lstrip("/")
 
 
 def _directories(raw, name):
@@ -284,9 +298,10 @@ def _directory_list(value, key):
     if not isinstance(value, (list, tuple)):
         raise config.InvalidConfig(f"{key}: {value!r} is not a list of directories")
     paths = tuple(_absolute_path(path, key) for path in value)
-    if "/" in paths:
-        # A root of "/" would make every old file on the system a candidate.
-        raise config.InvalidConfig(f"{key}: '/' is too broad to clean; name directories")
+    for given, path in zip(value, paths, strict=True):
+        if path == "/":
+            # A root of "/" would make every old file on the system a candidate.
+            raise config.InvalidConfig(f"{key}: {given!r} is too broad to clean; name directories")
     return paths
 
 
@@ -313,7 +328,80 @@ def _preserve_rules(raw):
                 f"{_key('preserve_paths')}: {rule!r} must be an absolute path or glob, or a "
                 "name pattern without '/'"
             )
-    return rules
+    return tuple(_normalised(rule) if rule.startswith("/") else rule for rule in rules)
+
+
+def _protected_classes(layers):
+    """The built-in protected classes, extended and added to by ``eos:cleanup:protected``."""
+    classes = dict(protected.BUILTIN_BY_NAME)
+    for name, entry in _site_protected(layers).items():
+        key = _key("protected", name)
+        if not isinstance(name, str) or not PROTECTED_CLASS_NAME.fullmatch(name):
+            raise config.InvalidConfig(
+                f"{key}: {name!r} is not a class name (letters, digits, '.', '_', '-')"
+            )
+        paths, names, reason = _protected_entry(entry, key)
+        if name in protected.BUILTIN_BY_NAME:
+            if reason is not None:
+                raise config.InvalidConfig(
+                    f"{key}:reason: a built-in class keeps its reason; add paths or names only"
+                )
+            classes[name] = classes[name].extended(paths, names)
+        else:
+            if not isinstance(reason, str) or not reason.strip():
+                raise config.InvalidConfig(
+                    f"{key}:reason: {reason!r} is not a text saying why the data must stay"
+                )
+            classes[name] = protected.ProtectedClass(name, reason.strip(), paths, names)
+    return tuple(classes.values())
+
+
+def _site_protected(layers):
+    """``eos:cleanup:protected`` of every layer, class by class: pillar wins a whole class."""
+    merged = {}
+    for source, data in layers.sources:
+        value = data.get("cleanup", {}).get("protected", config.MISSING)
+        if value is config.MISSING:
+            continue
+        if not isinstance(value, Mapping):
+            raise config.InvalidConfig(
+                f"{_key('protected')}: {value!r} is not a mapping of class names to "
+                f"{{paths, names, reason}} ({source})"
+            )
+        merged.update(value)
+    return merged
+
+
+def _protected_entry(entry, key):
+    if not isinstance(entry, Mapping):
+        raise config.InvalidConfig(f"{key}: {entry!r} is not a mapping of paths, names, reason")
+    unknown = [field_name for field_name in entry if field_name not in PROTECTED_FIELDS]
+    if unknown:
+        raise config.InvalidConfig(
+            f"{key}:{unknown[0]}: unknown field; expected one of {', '.join(PROTECTED_FIELDS)}"
+        )
+    paths = tuple(_absolute_path(path, f"{key}:paths") for path in _list(entry, "paths", key))
+    names = tuple(_name_pattern(text, f"{key}:names") for text in _list(entry, "names", key))
+    if not paths and not names:
+        raise config.InvalidConfig(f"{key}: protects nothing; give paths or names")
+    return paths, names, entry.get("reason")
+
+
+def _list(entry, field_name, key):
+    value = entry.get(field_name, [])
+    if not isinstance(value, (list, tuple)):
+        raise config.InvalidConfig(f"{key}:{field_name}: {value!r} is not a list")
+    return value
+
+
+def _name_pattern(text, key):
+    parts = text.split("/") if isinstance(text, str) else [""]
+    if not all(part and part not in (".", "..") for part in parts):
+        raise config.InvalidConfig(
+            f"{key}: {text!r} is not a name pattern: globs for path components, joined by '/' "
+            "for consecutive ones (nodes/*/indices), never absolute"
+        )
+    return protected.NamePattern.glob(text)
 
 
 # --------------------------------------------------------------------------- requests
@@ -431,6 +519,7 @@ class World:
     run_command: Callable = run_command
     which: Callable = shutil.which
     open_files: Callable = openfiles.scan
+    mount_table: Callable = walk.MountTable.read
     now: Callable = time.time
     service_running: Callable | None = None
     service_stop: Callable | None = None
@@ -440,39 +529,46 @@ class World:
 
 
 class Protection:
-    """Critical data and ``preserve_paths``: which paths no step may ever touch, and why."""
+    """
+    The protected classes and ``preserve_paths``: which paths no step may ever touch, and
+    why. A reason names the rule and the class (or the setting) it comes from.
+    """
 
-    def __init__(self, preserve_paths=()):
-        self._rules = [(rule, "critical data") for rule in (*CRITICAL_PATHS, *CRITICAL_PATTERNS)]
-        self._rules += [(rule, _key("preserve_paths")) for rule in preserve_paths]
+    def __init__(self, preserve_paths=(), classes=protected.BUILTIN):
+        preserved = protected.ProtectedClass(
+            name=_key("preserve_paths"),
+            reason="the site said so",
+            paths=tuple(rule for rule in preserve_paths if rule.startswith("/")),
+            names=tuple(
+                protected.NamePattern.glob(rule) for rule in preserve_paths if "/" not in rule
+            ),
+        )
+        self._classes = (*classes, preserved)
 
     def reason(self, path):
         """Why ``path`` (absolute, symlink-free) is preserved, or None when it is not."""
-        for rule, source in self._rules:
-            if _rule_matches(rule, path):
-                return f"preserved: {rule} ({source})"
+        for protecting in self._classes:
+            rule = protecting.rule_for(path)
+            if rule is not None:
+                return f"preserved: {rule} ({protecting.name})"
         return None
 
     def covers_part_of(self, directory):
         """Whether some preserved path lies below ``directory`` (a tool there could touch it)."""
-        prefix = directory.rstrip("/") + "/"
-        return any(rule.startswith(prefix) for rule, _source in self._rules if rule.startswith("/"))
+        return any(
+            _may_lie_below(rule, directory)
+            for protecting in self._classes
+            for rule in protecting.paths
+        )
 
 
-def _rule_matches(rule, path):
-    if not rule.startswith("/"):
-        # A bare name pattern (*.key) matches the file or any directory above it.
-        return any(fnmatch.fnmatchcase(part, rule) for part in path.split("/") if part)
-    if not any(char in rule for char in "*?["):
-        base = rule.rstrip("/")
-        return path == base or path.startswith(base + "/")
-    return any(fnmatch.fnmatchcase(ancestor, rule) for ancestor in _self_and_ancestors(path))
-
-
-def _self_and_ancestors(path):
-    while path not in ("/", ""):
-        yield path
-        path = os.path.dirname(path)
+def _may_lie_below(rule, directory):
+    prefix = directory.rstrip("/") + "/"
+    literal = GLOB_CHARACTER.split(rule, maxsplit=1)[0]
+    if literal == rule:
+        return rule.startswith(prefix)
+    # A glob's wildcards can reach below the directory from anywhere above or below it.
+    return literal.startswith(prefix) or prefix.startswith(literal)
 
 
 # --------------------------------------------------------------------------- files and views
@@ -566,8 +662,8 @@ def _is_below(path, directory):
     return path.startswith(directory.rstrip("/") + "/")
 
 
-def _walk_files(root):
-    for path, status in walk.iter_files(root):
+def _walk_files(root, mount_table):
+    for path, status in walk.iter_files(root, mount_table=mount_table):
         yield FileFacts.from_stat(path, status)
 
 
@@ -685,10 +781,18 @@ class Context:
     open_files: openfiles.OpenFiles
     overlay: Overlay
     block_size: int
+    mount_table: walk.MountTable
+    # The mount being cleaned; None when the mount table could not be read.
+    mount: walk.Mount | None
+    mount_error: str | None = None
     keep_services: bool = False
 
     def usable_directories(self, paths, outcome):
-        """The configured directories that exist on this filesystem and may be touched."""
+        """The configured directories that exist on this mount and may be touched."""
+        if self.mount_error:
+            # Without the mount table a bind mount cannot be told from a directory.
+            outcome.error(self.mount_error)
+            return []
         usable = []
         for path in paths:
             real = _real_path(path)
@@ -704,6 +808,9 @@ class Context:
                 continue
             if not stat.S_ISDIR(status.st_mode) or status.st_dev != self.fs.device:
                 continue
+            if self.mount_table.mount_at(real) != self.mount:
+                # Another mount of the same filesystem: a bind mount, cleaned through its own.
+                continue
             reason = self.protection.reason(real)
             if reason:
                 outcome.keep(real, reason)
@@ -718,7 +825,7 @@ class Context:
         # file are distinct paths that should each be reported.
         seen = set()
         for root in directories:
-            for facts in self.overlay.view(root, _walk_files(root)):
+            for facts in self.overlay.view(root, _walk_files(root, self.mount_table)):
                 if facts.path in seen or any(_is_below(facts.path, d) for d in exclude_dirs):
                     continue
                 seen.add(facts.path)
@@ -737,6 +844,8 @@ class Context:
         return None
 
     def no_directory_reason(self, paths):
+        if self.mount_error:
+            return f"nothing is touched: {self.mount_error}"
         if not paths:
             return "no directories configured"
         return f"none of {', '.join(paths)} is a directory on {self.fs.mount_point}"
@@ -825,6 +934,7 @@ def _run(
 ):
     start = world.usage(fs.mount_point)
     progress = Progress(usage=start, used_bytes=start.used_bytes, target_percent=target_percent)
+    mount_table, mount_error = _mount_table(world)
     context = Context(
         fs=fs,
         settings=cleanup_settings,
@@ -832,10 +942,13 @@ def _run(
         dry_run=dry_run,
         state_dir=state_dir,
         now=world.now(),
-        protection=Protection(cleanup_settings.preserve_paths),
+        protection=Protection(cleanup_settings.preserve_paths, cleanup_settings.protected),
         open_files=world.open_files(),
         overlay=Overlay(),
         block_size=os.statvfs(fs.mount_point).f_frsize,
+        mount_table=mount_table,
+        mount=mount_table.mount_at(os.path.realpath(fs.mount_point)),
+        mount_error=mount_error,
         keep_services=keep_services,
     )
     outcomes = [_run_step(step, context, progress) for step in steps_for(level)]
@@ -853,6 +966,14 @@ def _run(
         "target_reached": progress.reached(),
         "steps": [outcome.as_dict(cleanup_settings.max_listed_files) for outcome in outcomes],
     }
+
+
+def _mount_table(world):
+    """The run's one reading of the mount table, or an empty one and why it is missing."""
+    try:
+        return world.mount_table(), None
+    except (OSError, ValueError) as err:
+        return walk.MountTable(()), f"cannot read the mount table: {err}"
 
 
 def _run_step(step, context, progress):
@@ -884,9 +1005,6 @@ def _compress_logs(context, outcome, progress):
     chosen = []
     for root, facts in _log_files(context, roots):
         if _is_compressed(facts.name) or facts.mtime > cutoff:
-            continue
-        if context.overlay.exists(facts.path + ".gz"):
-            outcome.keep(facts.path, f"{facts.name}.gz already exists")
             continue
         chosen.append((root, facts))
     chosen.sort(key=lambda item: item[1].mtime)
@@ -1086,6 +1204,7 @@ class _Compress:
 
     @staticmethod
     def predict(context, root, facts):
+        _check_no_gzip_beside(context, facts)
         counter = _ByteCounter()
         with _parent_directory(root, facts.path, context.fs.device) as directory:
             source = _open_for_reading(facts.name, directory)
@@ -1110,6 +1229,7 @@ class _Compress:
 
     @staticmethod
     def perform(context, root, facts):
+        _check_no_gzip_beside(context, facts)
         with _parent_directory(root, facts.path, context.fs.device) as directory:
             source = _open_for_reading(facts.name, directory)
             try:
@@ -1129,6 +1249,12 @@ class _Compress:
             finally:
                 os.close(source)
         return walk.allocated_bytes(original) - compressed
+
+
+def _check_no_gzip_beside(context, facts):
+    # Checked when acting, after the safety rules, so that a kept file says why it matters.
+    if context.overlay.exists(facts.path + ".gz"):
+        raise _Keep(f"{facts.name}.gz already exists")
 
 
 COMPRESS, DELETE, TRUNCATE = _Compress(), _Delete(), _Truncate()

@@ -7,8 +7,10 @@ The walk answers "what would cleanup free here?", so it follows the rules of tha
   only what it occupies;
 - a hard-linked inode is counted once, since its space is freed only with its last link;
 - symlinks are never followed, so nothing outside the tree is counted or walked;
-- a directory on another device (a mount point below the root) is skipped, because its space
-  belongs to another filesystem.
+- a directory that is the mount point of another mount is skipped: another filesystem's space
+  is not this one's, and a bind mount shows files of this filesystem (or another) under
+  names that are not theirs. Devices (``st_dev``) cannot tell a bind mount of the same
+  filesystem apart, so mount points come from ``/proc/self/mountinfo``, read once per walk.
 
 The walk is iterative (no recursion limit on deep trees) and, for :func:`largest`, bounded in
 time: a huge tree returns what was found so far, marked incomplete.
@@ -17,32 +19,38 @@ time: a huge tree returns what was found so far, marked incomplete.
 import contextlib
 import heapq
 import os
+import re
 import stat
 import time
+from dataclasses import dataclass
 
 # st_blocks is counted in 512-byte units whatever the filesystem's block size (POSIX).
 STAT_BLOCK_BYTES = 512
+MOUNTINFO = "/proc/self/mountinfo"
+# The kernel writes space, tab, newline and backslash in mountinfo paths as \ooo (octal).
+MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
 class InvalidWalk(ValueError):
     """An argument that makes no sense for a walk."""
 
 
-def largest(root, n=10, time_budget_seconds=10.0, clock=time.monotonic):
+def largest(root, n=10, time_budget_seconds=10.0, clock=time.monotonic, mount_table=None):
     """
-    The ``n`` largest files and directories below ``root``, on root's filesystem.
+    The ``n`` largest files and directories below ``root``, on root's mount.
 
     Directory sizes are cumulative; the root itself is not listed. ``scanned_directories``
     counts the directories whose entries were read, the root included. ``errors`` counts
     directories that could not be read and entries that vanished or could not be examined.
     When ``time_budget_seconds`` runs out, what was found so far is returned with
-    ``complete`` False. ``clock`` returns seconds and is injectable for tests.
+    ``complete`` False. ``clock`` returns seconds and is injectable for tests;
+    ``mount_table`` (a MountTable) is read from /proc when not given.
     """
     root_path = _checked_root(root)
     _check_count(n)
     _check_budget(time_budget_seconds)
     deadline = clock() + time_budget_seconds
-    walker = _Walker(root_path, one_filesystem=True)
+    walker = _Walker(root_path, one_filesystem=True, mount_table=mount_table)
     tally = _Tally(n)
     complete = True
     with contextlib.closing(walker.entries()) as entries:
@@ -62,16 +70,17 @@ def largest(root, n=10, time_budget_seconds=10.0, clock=time.monotonic):
     }
 
 
-def iter_files(root, one_filesystem=True):
+def iter_files(root, one_filesystem=True, mount_table=None):
     """
     Yield ``(path, os.stat_result)`` for every regular file below ``root``.
 
-    Symlinks are not followed; with ``one_filesystem`` directories on another device are not
-    entered. Unreadable directories and vanished entries are skipped silently. Every link of a
+    Symlinks are not followed; with ``one_filesystem`` directories on another device, and
+    mount points in ``mount_table`` (read from /proc when not given), are not entered.
+    Unreadable directories and vanished entries are skipped silently. Every link of a
     hard-linked file is yielded (``st_nlink`` tells them apart), since deleting one link frees
     nothing. ``root`` is checked at once, so a bad root raises InvalidWalk before iteration.
     """
-    walker = _Walker(_checked_root(root), one_filesystem=one_filesystem)
+    walker = _Walker(_checked_root(root), one_filesystem=one_filesystem, mount_table=mount_table)
     return (
         (path, status) for _parent, path, status in walker.entries() if stat.S_ISREG(status.st_mode)
     )
@@ -105,13 +114,140 @@ def _check_budget(seconds):
         raise InvalidWalk(f"time_budget_seconds must be a number > 0, got {seconds!r}")
 
 
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/self/mountinfo, as far as telling mounts apart needs it."""
+
+    mount_id: int
+    parent_id: int
+    # "major:minor" of the filesystem: the same for every bind mount of it.
+    device: str
+    # The directory of that filesystem mounted here: "/" unless it is a bind mount.
+    root: str
+    mount_point: str
+
+
+class MountTable:
+    """The mounts of this process's mount namespace, from one reading of mountinfo."""
+
+    def __init__(self, mounts):
+        self.mounts = tuple(mounts)
+        self.mount_points = frozenset(mount.mount_point for mount in self.mounts)
+        self._children = {}
+        for mount in self.mounts:
+            self._children.setdefault(mount.parent_id, []).append(mount)
+
+    @classmethod
+    def read(cls, path=MOUNTINFO):
+        """The current MountTable; OSError when it cannot be read, ValueError when malformed."""
+        with open(path, "rb") as handle:
+            return cls.parse(handle.read())
+
+    @classmethod
+    def parse(cls, text):
+        """A MountTable from mountinfo text (bytes, or str as in tests)."""
+        if isinstance(text, str):
+            text = os.fsencode(text)
+        return cls(
+            _mount_from_line(number, line)
+            for number, line in enumerate(text.splitlines(), start=1)
+            if line.strip()
+        )
+
+    def is_mount_point(self, path):
+        return path in self.mount_points
+
+    def mount_at(self, path):
+        """
+        The mount that holds ``path`` (absolute, symlink-free) in this namespace, or None when
+        the table has no root mount.
+
+        Not simply the longest mount point above it: a mount can hide others, both those
+        stacked below it on its own mount point and those mounted on directories below it
+        before it came. The kernel's tree of parents says which mount is on top.
+        """
+        current = self._on_top(self._root_mount())
+        while current is not None:
+            below = [
+                child
+                for child in self._children.get(current.mount_id, ())
+                if child.mount_point != current.mount_point and _is_within(path, child.mount_point)
+            ]
+            if not below:
+                return current
+            # Two children of one mount, one inside the other: the outer one came later (the
+            # inner one's parent would be the outer one otherwise) and hides the inner one.
+            current = self._on_top(min(below, key=lambda child: len(child.mount_point)))
+        return None
+
+    def _root_mount(self):
+        roots = [mount for mount in self.mounts if mount.mount_point == "/"]
+        ids = {mount.mount_id for mount in roots}
+        bottom = [mount for mount in roots if mount.parent_id not in ids]
+        return (bottom or roots or [None])[0]
+
+    def _on_top(self, mount):
+        """The last mount stacked on ``mount``'s mount point, which is the one in view."""
+        seen = set()
+        while mount is not None and mount.mount_id not in seen:
+            seen.add(mount.mount_id)
+            stacked = [
+                child
+                for child in self._children.get(mount.mount_id, ())
+                if child.mount_point == mount.mount_point and child.mount_id not in seen
+            ]
+            if not stacked:
+                return mount
+            mount = stacked[-1]
+        return mount
+
+
+def _mount_from_line(number, line):
+    # mount_id parent_id major:minor root mount_point options [optional...] - fstype source ...
+    fields = line.split(b" ")
+    try:
+        if len(fields) < 5 or b":" not in fields[2]:
+            raise ValueError
+        return Mount(
+            mount_id=int(fields[0]),
+            parent_id=int(fields[1]),
+            device=fields[2].decode("ascii"),
+            root=_unescape(fields[3]),
+            mount_point=_unescape(fields[4]),
+        )
+    except ValueError:
+        raise ValueError(f"{MOUNTINFO} line {number} is not a mount: {line!r}") from None
+
+
+def _unescape(raw):
+    # os.fsdecode, as os.scandir does, so that undecodable names compare equal too.
+    return os.fsdecode(MOUNTINFO_ESCAPE.sub(lambda found: bytes([int(found[1], 8)]), raw))
+
+
+def _is_within(path, directory):
+    return directory in ("/", path) or path.startswith(directory + "/")
+
+
+def _mount_points(mount_table):
+    if mount_table is not None:
+        return mount_table.mount_points
+    try:
+        return MountTable.read().mount_points
+    except (OSError, ValueError):
+        # A walk only reads: without the table it still stays on the device.
+        return frozenset()
+
+
 class _Walker:
     """An iterative, symlink-blind walk that counts what it read and what failed."""
 
-    def __init__(self, root, one_filesystem):
+    def __init__(self, root, one_filesystem, mount_table=None):
         self.root = root
         self.one_filesystem = one_filesystem
         self.root_device = os.stat(root).st_dev
+        # Mount points are real paths; the root may have been named through a symlink.
+        self.real_root = os.path.realpath(root)
+        self.mount_points = _mount_points(mount_table) if one_filesystem else frozenset()
         self.scanned_directories = 0
         self.errors = 0
 
@@ -122,24 +258,25 @@ class _Walker:
         A directory is yielded when found, before its own entries; symlinks, other file types
         and directories on another device are not yielded.
         """
-        pending = [self.root]
+        pending = [(self.root, self.real_root)]
         while pending:
-            directory = pending.pop()
+            directory, real_directory = pending.pop()
             try:
                 with os.scandir(directory) as listing:
                     self.scanned_directories += 1
                     for entry in listing:
-                        status = self._examine(entry)
+                        real = os.path.join(real_directory, entry.name)
+                        status = self._examine(entry, real)
                         if status is None:
                             continue
                         if stat.S_ISDIR(status.st_mode):
-                            pending.append(entry.path)
+                            pending.append((entry.path, real))
                         yield directory, entry.path, status
             except OSError:
                 # Unreadable, or removed since it was found: the rest of the tree still counts.
                 self.errors += 1
 
-    def _examine(self, entry):
+    def _examine(self, entry, real):
         """The lstat of an entry worth yielding, or None."""
         try:
             if entry.is_symlink():
@@ -150,12 +287,14 @@ class _Walker:
             return None
         if stat.S_ISREG(status.st_mode):
             return status
-        if stat.S_ISDIR(status.st_mode) and self._on_walked_filesystem(status):
+        if stat.S_ISDIR(status.st_mode) and self._on_walked_mount(status, real):
             return status
         return None
 
-    def _on_walked_filesystem(self, status):
-        return not self.one_filesystem or status.st_dev == self.root_device
+    def _on_walked_mount(self, status, real):
+        if not self.one_filesystem:
+            return True
+        return status.st_dev == self.root_device and real not in self.mount_points
 
 
 class _Tally:
