@@ -73,12 +73,14 @@ class FakeBackend:
         }
         self.answers = {}
         self.calls = []
+        self.logins = []
         self.session_lookups = []
         self.logged_out = []
         self.master_up = True
         self.registry = "ok"
 
     def login(self, username, password, eauth):
+        self.logins.append(username)
         if (username, password, eauth) == ("admin", "secret", "pam"):
             return ADMIN_TOKEN
         return None
@@ -118,7 +120,17 @@ def service(backend):
     return api.Api(backend, max_body_bytes=4096, document={"openapi": "3.0.3"})
 
 
-def send(service, method, path, body=None, token=ADMIN_TOKEN, raw=None, headers=None, query=None):
+def send(
+    service,
+    method,
+    path,
+    body=None,
+    token=ADMIN_TOKEN,
+    raw=None,
+    headers=None,
+    query=None,
+    client=None,
+):
     all_headers = dict(headers or {})
     if token is not None:
         all_headers.setdefault("x-auth-token", token)
@@ -126,7 +138,7 @@ def send(service, method, path, body=None, token=ADMIN_TOKEN, raw=None, headers=
         raw = b"" if body is None else json.dumps(body).encode()
         if body is not None:
             all_headers.setdefault("content-type", "application/json")
-    request = api.Request(method, api.PREFIX + path, query or {}, all_headers, raw)
+    request = api.Request(method, api.PREFIX + path, query or {}, all_headers, raw, client)
     response = service.handle(request)
     json.loads(response.encode())  # every response is JSON
     return response
@@ -176,12 +188,34 @@ def test_route_for_matches_templates(method, path, operation, params):
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/api/v2/nodes", "/api/v1/nodes/", "/api/v1/node", "/api/v1"]
+    "path",
+    ["/", "/api/v2/nodes", "/api/v1/nodes/", "/api/v1/node", "/api/v1", "/api/v1/health\n"],
 )
 def test_unknown_path_is_404(service, path):
     response = service.handle(api.Request("GET", path))
     assert response.status == 404
     assert error_of(response)["message"].startswith("no endpoint")
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/nodes/web%2A/accept", "'*' at position 4 is a glob wildcard"),
+        ("/nodes/a%2Cb", "',' at position 2"),
+        ("/nodes/web-1%0A/reject", "'\\n' (U+000A) at position 6"),
+        ("/nodes/-rf", "starts with '-'"),
+    ],
+)
+def test_a_path_id_breaking_the_node_id_rule_is_400_and_reaches_no_runner(
+    service, backend, path, message
+):
+    method = "GET" if path.count("/") == 2 else "POST"
+    response = send(service, method, path, {} if method == "POST" else None)
+    assert response.status == 400
+    error = error_of(response)
+    assert error["field"] == "id"
+    assert message in error["message"]
+    assert not backend.calls
 
 
 def test_wrong_method_is_405_with_allow(service):
@@ -298,6 +332,7 @@ def test_login_with_an_existing_token(service):
         ({"username": 7, "password": "secret", "eauth": "pam"}, "username"),
         ({"username": "admin", "password": "", "eauth": "pam"}, "password"),
         ({"user": "admin"}, "user"),
+        ({"token": ADMIN_TOKEN + "\n"}, "token"),
     ],
 )
 def test_login_names_the_field_at_fault(service, body, field):
@@ -309,6 +344,180 @@ def test_login_names_the_field_at_fault(service, body, field):
 def test_logout_revokes_the_token(service, backend):
     assert data_of(send(service, "POST", "/logout")) == {"logged_out": True}
     assert backend.logged_out == [ADMIN_TOKEN]
+
+
+# --- failed logins -----------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def guarded(backend, clock):
+    """An Api refusing logins after 3 failures within 60 seconds."""
+    throttle = api.LoginThrottle(3, 60, clock=clock)
+    return api.Api(backend, max_body_bytes=4096, document={}, throttle=throttle)
+
+
+def log_in(service, username, password="guess", client="192.0.2.1"):
+    body = {"username": username, "password": password, "eauth": "pam"}
+    return send(service, "POST", "/login", body, token=None, client=client)
+
+
+def test_failed_logins_for_a_user_are_refused_with_429_without_eauth(guarded, backend, clock):
+    for client in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        assert log_in(guarded, "admin", client=client).status == 401
+    clock.now += 20
+    response = log_in(guarded, "admin", password="secret", client="192.0.2.9")
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "40"
+    assert error_of(response)["message"] == (
+        "too many failed logins for user 'admin': try again in 40 seconds"
+    )
+    assert backend.logins == ["admin"] * 3
+    # Other users from other addresses are not affected.
+    assert log_in(guarded, "reader", client="192.0.2.9").status == 401
+
+
+def test_failed_logins_from_an_address_are_refused_for_every_user(guarded, backend):
+    for username in ("alice", "bob", "carol"):
+        assert log_in(guarded, username).status == 401
+    response = log_in(guarded, "admin", password="secret")
+    assert response.status == 429
+    assert "address 192.0.2.1" in error_of(response)["message"]
+    assert backend.logins == ["alice", "bob", "carol"]
+    assert data_of(log_in(guarded, "admin", password="secret", client="192.0.2.7"))["token"]
+
+
+def test_logins_are_let_through_again_once_the_window_has_passed(guarded, backend, clock):
+    for _ in range(3):
+        log_in(guarded, "admin")
+        clock.now += 10
+    assert log_in(guarded, "admin", password="secret").status == 429
+    clock.now = 1000.0 + 60  # the first failure is now 60 seconds old
+    assert log_in(guarded, "admin").status == 401
+    # That failure is counted: the next one waits for the second-oldest to age.
+    response = log_in(guarded, "admin", password="secret")
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "10"
+    clock.now += 10
+    assert data_of(log_in(guarded, "admin", password="secret"))["user"] == "admin"
+
+
+def test_refused_logins_are_not_counted(guarded, clock):
+    for _ in range(3):
+        log_in(guarded, "admin")
+    for _ in range(20):
+        assert log_in(guarded, "admin").status == 429
+    clock.now += 60
+    assert data_of(log_in(guarded, "admin", password="secret"))["user"] == "admin"
+
+
+def test_a_success_clears_the_users_failures_but_not_the_addresses(guarded):
+    log_in(guarded, "admin", client="192.0.2.1")
+    log_in(guarded, "admin", client="192.0.2.2")
+    assert data_of(log_in(guarded, "admin", password="secret", client="192.0.2.2"))["token"]
+    # admin's count starts from zero again: two more failures are not enough to refuse it.
+    log_in(guarded, "admin", client="192.0.2.3")
+    log_in(guarded, "admin", client="192.0.2.4")
+    assert data_of(log_in(guarded, "admin", password="secret", client="192.0.2.5"))["token"]
+    # 192.0.2.2 failed once, succeeded, and keeps that failure: two more and it is refused.
+    log_in(guarded, "alice", client="192.0.2.2")
+    log_in(guarded, "bob", client="192.0.2.2")
+    assert log_in(guarded, "admin", password="secret", client="192.0.2.2").status == 429
+
+
+def test_user_names_are_counted_ignoring_case(guarded):
+    for name in ("Admin", "ADMIN", "admin"):
+        log_in(guarded, name, client=None)
+    assert log_in(guarded, "aDmIn", client=None).status == 429
+
+
+def test_token_checks_and_bad_bodies_are_not_throttled(guarded, backend):
+    for username in ("alice", "bob", "carol"):
+        log_in(guarded, username)
+    data = data_of(
+        send(guarded, "POST", "/login", {"token": READER_TOKEN}, None, client="192.0.2.1")
+    )
+    assert data["user"] == "reader"
+    response = send(guarded, "POST", "/login", {"username": "x"}, None, client="192.0.2.1")
+    assert response.status == 400
+    assert error_of(response)["field"] == "password"
+
+
+def test_throttled_answers_refused_logins_before_any_worker(guarded, backend):
+    def request(body, client="192.0.2.1", path="/login"):
+        raw = json.dumps(body).encode()
+        return api.Request("POST", api.PREFIX + path, {}, {}, raw, client)
+
+    credentials = {"username": "admin", "password": "secret", "eauth": "pam"}
+    assert guarded.throttled(request(credentials)) is None
+    for username in ("alice", "bob", "carol"):
+        log_in(guarded, username)
+    refused = guarded.throttled(request(credentials))
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) == 60
+    assert backend.logins == ["alice", "bob", "carol"]
+    # Everything else is left to handle(): other clients, tokens, other paths, bad bodies.
+    assert guarded.throttled(request(credentials, client="192.0.2.2")) is None
+    assert guarded.throttled(request({"token": ADMIN_TOKEN})) is None
+    assert guarded.throttled(request(credentials, path="/roles/apply")) is None
+    raw = api.Request("POST", api.PREFIX + "/login", {}, {}, b"{nope", "192.0.2.1")
+    assert guarded.throttled(raw) is None
+
+
+def test_without_a_throttle_logins_are_not_limited(service, backend):
+    for _ in range(50):
+        assert log_in(service, "admin").status == 401
+    assert data_of(log_in(service, "admin", password="secret"))["user"] == "admin"
+    assert service.throttled(api.Request("POST", api.PREFIX + "/login", body=b"{}")) is None
+
+
+def test_a_limit_of_zero_turns_the_throttle_off(backend):
+    service = api.Api(backend, document={}, throttle=api.LoginThrottle(0, 60))
+    for _ in range(20):
+        assert log_in(service, "admin").status == 401
+    assert service.throttle.tracked() == {"address": 0, "user": 0}
+
+
+def test_tracking_is_bounded_and_forgets_the_oldest_first(clock):
+    throttle = api.LoginThrottle(2, 60, clock=clock, max_keys=100)
+    throttle.failed("192.0.2.1", "victim")
+    throttle.failed("192.0.2.1", "victim")
+    assert throttle.refusal(None, "victim") == api.LoginRefusal("user 'victim'", 60)
+    for number in range(10_000):
+        clock.now += 0.001
+        throttle.failed(f"198.51.100.{number % 250}", f"random-{number}")
+    assert throttle.tracked() == {"address": 100, "user": 100}
+    # The oldest entries went first, so the newest names are still refused.
+    assert throttle.refusal(None, "victim") is None
+    throttle.failed(None, "random-9999")
+    assert throttle.refusal(None, "random-9999") is not None
+
+
+def test_failures_older_than_the_window_are_forgotten(clock):
+    throttle = api.LoginThrottle(2, 60, clock=clock)
+    throttle.failed("192.0.2.1", "alice")
+    clock.now += 61
+    assert throttle.refusal("192.0.2.1", "alice") is None
+    assert throttle.tracked() == {"address": 0, "user": 0}
+
+
+def test_reaching_the_limit_is_logged_once(clock, caplog):
+    throttle = api.LoginThrottle(2, 60, clock=clock)
+    for _ in range(2):
+        throttle.failed(None, "alice")
+    assert caplog.text.count("2 failed logins for user 'alice' within 60 seconds") == 1
 
 
 # --- authorisation -----------------------------------------------------------------------------
@@ -402,10 +611,15 @@ def test_a_declared_length_over_the_limit_is_413(service):
         ({"id": "n1", "colour": "red"}, "colour", "unknown field"),
         ({"id": 7}, "id", "not a non-empty string"),
         ({"id": "a/b"}, "id", "'a/b'"),
-        ({"id": ".hidden"}, "id", "not a node id"),
-        ({"id": "node 1"}, "id", "not a node id"),
-        ({"id": "n" * 256}, "id", "longer than 255"),
+        ({"id": ".hidden"}, "id", "starts with '.'"),
+        ({"id": "-n1"}, "id", "starts with '-'"),
+        ({"id": "node 1"}, "id", "' ' (a space) at position 5"),
+        ({"id": "web*"}, "id", "'*' at position 4 is a glob wildcard"),
+        ({"id": "web-1\n"}, "id", "'\\n' (U+000A) at position 6"),
+        ({"id": "n" * 254}, "id", "254 characters, longer than 253"),
         ({"id": "n1", "address": "not an address"}, "address", "host name or an IP"),
+        ({"id": "n1", "address": "evil.example.com\n"}, "address", "host name or an IP"),
+        ({"id": "n1", "preferred_role": "data\n"}, "preferred_role", "not a role name"),
         ({"id": "n1", "address": "-bad.example.com"}, "address", "host name or an IP"),
         ({"id": "n1", "preferred_role": "Data!"}, "preferred_role", "not a role name"),
         ({"id": "n1", "labels": ["team"]}, "labels", "not an object"),
@@ -794,6 +1008,7 @@ def test_default_settings():
     assert checked.port == api.DEFAULT_SETTINGS["port"]
     assert checked.max_body_bytes == 1024 * 1024
     assert not checked.tls
+    assert (checked.login_failures, checked.login_window) == (5, 300)
     assert api.settings(None) == checked
 
 
@@ -812,6 +1027,9 @@ def test_default_settings():
         ({"host": "0.0.0.0"}, "eos_api:host: '0.0.0.0' is reachable from other hosts"),
         ({"host": "api.example.com"}, "no eos_api:ssl_crt is set"),
         ({"allow_plain_http": "yes"}, "eos_api:allow_plain_http: 'yes' is not true or false"),
+        ({"login_failures": -1}, "eos_api:login_failures: -1 is outside 0..1000"),
+        ({"login_failures": "5"}, "eos_api:login_failures: '5' is not a whole number"),
+        ({"login_window": 0}, "eos_api:login_window: 0 is outside 1..86400"),
     ],
 )
 def test_invalid_settings_name_the_key(given, message):
@@ -862,13 +1080,13 @@ def test_start_refuses_to_serve_with_a_clear_log(opts, logged, caplog):
 class Served:
     """The netapi module's server, on a free loopback port, in a thread of this process."""
 
-    def __init__(self, backend, tls=None, max_body_bytes=4096):
+    def __init__(self, backend, tls=None, max_body_bytes=4096, threads=4, throttle=None):
         self.port = ports.get_unused_localhost_port()
-        given = {"port": self.port, "max_body_bytes": max_body_bytes}
+        given = {"port": self.port, "max_body_bytes": max_body_bytes, "threads": threads}
         if tls:
             given.update(ssl_crt=tls["crt"], ssl_key=tls["key"])
         self.settings = api.settings(given)
-        self.service = api.Api(backend, max_body_bytes, document={"openapi": "3.0.3"})
+        self.service = api.Api(backend, max_body_bytes, {"openapi": "3.0.3"}, throttle)
         self.context = eos_api._ssl_context(self.settings)  # pylint: disable=protected-access
         self.ready = threading.Event()
         self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
@@ -938,6 +1156,36 @@ def test_served_oversized_bodies_are_413_declared_or_chunked(backend):
         )
         assert status == 413
     assert backend.calls == []
+
+
+def test_served_refused_logins_need_no_free_worker(backend):
+    throttle = api.LoginThrottle(3, 60)
+    for _ in range(3):
+        throttle.failed("127.0.0.1", None)
+    release = threading.Event()
+    backend.answers["eos_cluster.info"] = lambda kwarg: release.wait(10) and ok({})
+    with Served(backend, threads=1, throttle=throttle) as served:
+        busy = threading.Thread(
+            target=http_call,
+            args=(served.port, "GET", "/cluster/info"),
+            kwargs={"headers": {"X-Auth-Token": ADMIN_TOKEN}},
+        )
+        busy.start()
+        for _ in range(100):
+            if backend.calls:
+                break
+            threading.Event().wait(0.05)
+        body = json.dumps({"username": "admin", "password": "secret", "eauth": "pam"})
+        headers = {"Content-Type": "application/json"}
+        status, response_headers, raw = http_call(served.port, "POST", "/login", body, headers)
+        worker_still_busy = busy.is_alive()
+        release.set()
+        busy.join(10)
+    assert worker_still_busy  # the only worker thread was running the other request
+    assert status == 429
+    assert json.loads(raw)["error"]["code"] == "too_many_requests"
+    assert 1 <= int(response_headers["Retry-After"]) <= 60
+    assert backend.logins == []
 
 
 def test_served_unknown_methods_get_the_envelope(backend):

@@ -5,11 +5,17 @@ The checkpoint store is the real one (utils.checkpoint), so a rollback test chec
 rollback leaves behind, not the calls it made.
 """
 
+import logging
 import pathlib
 import re
+import types
 
 import pytest
+import salt.crypt
+import salt.utils.crypt
 import salt.utils.yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import bootstrap
@@ -213,10 +219,41 @@ def test_single_refuses_a_master():
 def test_bad_names_are_refused():
     with pytest.raises(bootstrap.InvalidRequest, match="cluster: 'a b' is not a cluster name"):
         bootstrap.request("single", cluster="a b")
+    with pytest.raises(bootstrap.InvalidRequest, match="cluster: 'eos\\\\n' is not a cluster"):
+        bootstrap.request("single", cluster="eos\n")
+    # Around an address, whitespace is padding: it is dropped, never kept.
+    assert bootstrap.parse_address("salt\n", None) == ("salt", None)
     with pytest.raises(
-        bootstrap.InvalidRequest, match=re.escape("minion_id: '../x' is not a minion id")
+        bootstrap.InvalidRequest,
+        match=re.escape("minion_id: node id '../x': '/' at position 3 is a path separator"),
     ):
         bootstrap.request("join", master="m", minion_id="../x")
+
+
+@pytest.mark.parametrize(
+    ("minion_id", "named"),
+    [
+        ("web*", "'*' at position 4 is a glob wildcard"),
+        ("web@dc1", "'@' at position 4"),
+        ("web-1\n", "'\\n' (U+000A) at position 6"),
+        ("-web", "starts with '-'"),
+        ("w" * 254, "longer than 253"),
+    ],
+)
+def test_a_minion_id_the_registry_would_refuse_is_refused_first(minion_id, named):
+    with pytest.raises(bootstrap.InvalidRequest) as refused:
+        bootstrap.request("join", master="m", minion_id=minion_id)
+    assert str(refused.value).startswith(f"minion_id: node id {minion_id[:20]!r}"[:-1])
+    assert named in str(refused.value)
+
+
+def test_the_id_a_node_registers_under_follows_the_node_id_rule():
+    given = bootstrap.request("join", master="m", minion_id="web-2.example.com")
+    assert bootstrap.node_id(given, "ignored*") == "web-2.example.com"
+    plain = bootstrap.request("join", master="m")
+    assert bootstrap.node_id(plain, "web-1") == "web-1"
+    with pytest.raises(bootstrap.InvalidRequest, match=r"this minion's id \(set minion_id="):
+        bootstrap.node_id(plain, "web 1")
 
 
 @pytest.mark.parametrize(
@@ -569,3 +606,210 @@ def test_the_wait_is_bounded(tree, clock, services):
     run(tree, world, bootstrap.request("join", master="10.0.0.5"), opts=settings(timeout=60))
     assert clock() - start <= 60
     assert calls.calls.count("pillar.get") == 13  # at 0, 5, ... 60 s
+
+
+# --- the master's key: master_finger -------------------------------------------------------------
+
+
+def master_key(tmp_path, name="master.pub"):
+    """A new RSA public key file, as a master keeps it, and its fingerprint as Salt prints it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / name
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path, salt.utils.crypt.pem_finger(str(path), sum_type="sha256")
+
+
+@pytest.fixture
+def fingers(tmp_path):
+    """The fingerprints of two masters' keys: the one to join, and another."""
+    return master_key(tmp_path, "right.pub")[1], master_key(tmp_path, "wrong.pub")[1]
+
+
+def refusal_log(expected, presented_key, caplog):
+    """What salt-call prints (stderr) when the master's key does not match master_finger."""
+    auth = types.SimpleNamespace(opts={"hash_type": "sha256"})
+    with (
+        caplog.at_level(logging.CRITICAL, logger="salt.crypt"),
+        pytest.raises(SystemExit) as exited,
+    ):
+        salt.crypt.AsyncAuth._finger_fail(auth, expected, str(presented_key))  # pylint: disable=protected-access
+    assert exited.value.code == 42
+    message = next(r.getMessage() for r in caplog.records if r.name == "salt.crypt")
+    return f"[CRITICAL] {message}\n"
+
+
+def test_a_fingerprint_as_salt_prints_it_is_taken(fingers):
+    right, _ = fingers
+    assert re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){31}", right)
+    assert bootstrap.check_master_finger(right) == right
+    assert bootstrap.check_master_finger(f" {right.upper()} ") == right
+    assert bootstrap.check_master_finger(right.replace(":", "")) == right
+
+
+@pytest.mark.parametrize(
+    "finger, hash_type, message",
+    [
+        ("4f:1e", "sha256", "'4f:1e' has 2 bytes, but a sha256 fingerprint has 32"),
+        (":".join(["ab"] * 16), "sha256", "has 16 bytes, but a sha256 fingerprint has 32"),
+        (":".join(["ab"] * 32), "sha512", "has 32 bytes, but a sha512 fingerprint has 64"),
+        ("zz:1e", "sha256", "'zz:1e' is not a key fingerprint as `salt-key -F master` prints"),
+        ("4f:1e:", "sha256", "is not a key fingerprint"),
+        ("abc", "sha256", "is not a key fingerprint"),
+        ("", "sha256", "is not a key fingerprint"),
+        (42, "sha256", "42 is not a key fingerprint"),
+        ("4f:1e", "rot13", "hash_type: 'rot13' is not a hash Salt can use"),
+    ],
+)
+def test_a_malformed_fingerprint_is_refused_by_name(finger, hash_type, message):
+    with pytest.raises(bootstrap.InvalidRequest, match=re.escape(message)):
+        bootstrap.check_master_finger(finger, hash_type)
+
+
+def test_master_finger_is_for_join_and_discover(fingers):
+    right, _ = fingers
+    assert bootstrap.request("join", master="10.0.0.5", master_finger=right).master_finger == right
+    assert bootstrap.request("discover", master_finger=right.upper()).master_finger == right
+    with pytest.raises(bootstrap.InvalidRequest, match="drop master_finger=, or use mode=join"):
+        bootstrap.request("single", master_finger=right)
+    with pytest.raises(bootstrap.InvalidRequest, match=r"^master_finger: "):
+        bootstrap.request("join", master="10.0.0.5", master_finger="4f:1e")
+
+
+def test_the_minion_drop_in_pins_the_masters_key(fingers):
+    right, other = fingers
+    req = bootstrap.request("join", master="10.0.0.5", master_finger=right)
+    text = bootstrap.render_minion(req, NODE)
+    data = salt.utils.yaml.safe_load(text)
+    assert data["master_finger"] == right
+    assert data["eos_bootstrap"]["master_finger"] == right
+    assert bootstrap.already_done(req, text)
+    # Another fingerprint, or none, is another bootstrap: the drop-in must change.
+    assert not bootstrap.already_done(
+        bootstrap.request("join", master="10.0.0.5", master_finger=other), text
+    )
+    assert not bootstrap.already_done(bootstrap.request("join", master="10.0.0.5"), text)
+    unpinned = bootstrap.render_minion(bootstrap.request("join", master="10.0.0.5"), NODE)
+    assert not bootstrap.already_done(req, unpinned)
+    steps = bootstrap.plan(req, NODE, bootstrap.paths("/etc/salt/minion"), settings(), {})
+    config_step = next(step for step in steps if step.name == "minion_config")
+    assert f"master_finger {right}" in config_step.action
+
+
+def test_discovery_picks_the_master_announcing_the_fingerprint(fingers):
+    right, other = fingers
+    found = bootstrap.candidates(
+        {
+            ("192.0.2.10", 4520): [answer("prod", eos_master_finger=other)],
+            ("192.0.2.11", 4520): [answer("prod", eos_master_finger=right.upper())],
+            ("192.0.2.12", 4520): [answer("prod")],
+        }
+    )
+    assert found[1]["finger"] == right
+    chosen = bootstrap.choose(bootstrap.pinned(found, right), "prod")
+    assert chosen["address"] == "192.0.2.11"
+    # Without a fingerprint to look for, three masters are three candidates.
+    with pytest.raises(bootstrap.StepFailed, match="3 EOS masters of cluster 'prod' answered"):
+        bootstrap.choose(bootstrap.pinned(found, None), "prod")
+
+
+def test_a_master_announcing_another_key_is_dropped(fingers):
+    right, other = fingers
+    found = bootstrap.candidates(
+        {
+            ("192.0.2.10", 4520): [answer("prod", eos_master_finger=other)],
+            ("192.0.2.12", 4520): [answer("prod")],
+        }
+    )
+    # The one announcing nothing stays: its key is checked when the minion connects.
+    assert [e["address"] for e in bootstrap.pinned(found, right)] == ["192.0.2.12"]
+    with pytest.raises(bootstrap.StepFailed) as refused:
+        bootstrap.pinned(found[:1], right)
+    assert refused.value.step == "discover"
+    assert str(refused.value) == (
+        f"no EOS master that answered SSDP discovery has the key master_finger {right}: "
+        f"192.0.2.10 announces {other}; nothing was changed"
+    )
+    assert bootstrap.pinned([], right) == []
+
+
+def test_salts_refusal_of_the_masters_key_is_read(tmp_path, caplog):
+    presented, presented_finger = master_key(tmp_path)
+    expected = ":".join(["ab"] * 32)
+    stderr = refusal_log(expected, presented, caplog)
+    assert bootstrap.master_key_refusal({"retcode": 42, "stderr": stderr}) == {
+        "expected": expected,
+        "presented": presented_finger,
+    }
+    assert bootstrap.master_key_refusal({"retcode": 2, "stderr": "Minion failed to auth"}) is None
+    assert bootstrap.master_key_refusal({"retcode": 0, "stderr": None}) is None
+
+
+class KeyCachingSaltCall(SaltCall):
+    """salt-call meeting a master: caches its key like Salt, then refuses it (exit 42)."""
+
+    def __init__(self, cache, stderr, refuse_at="eos_cluster.register", **kwargs):
+        super().__init__(register_ok=False, **kwargs)
+        self.cache = cache
+        self.stderr = stderr
+        self.refuse_at = refuse_at
+
+    def __call__(self, args, timeout):
+        if args[0] != self.refuse_at:
+            return super().__call__(args, timeout)
+        self.calls.append(args[0])
+        self.cache.write_text(
+            "-----BEGIN PUBLIC KEY-----\nthe wrong master\n-----END PUBLIC KEY-----"
+        )
+        return {"retcode": 42, "data": None, "stderr": self.stderr}
+
+
+@pytest.mark.parametrize(
+    "refuse_at, step", [("eos_cluster.register", "register"), ("pillar.get", "wait")]
+)
+def test_a_master_with_another_key_is_refused_and_rolled_back(
+    tree, clock, services, tmp_path, caplog, fingers, refuse_at, step
+):
+    right, _ = fingers
+    impostor, impostor_finger = master_key(tmp_path, "impostor.pub")
+    etc = tree["etc"]
+    (etc / "minion.d" / "eos.conf").write_text("master: old-master\n")
+    before = snapshot(etc)
+    cache = tmp_path / "pki" / "minion_master.pub"
+    cache.parent.mkdir()
+    calls = KeyCachingSaltCall(cache, refusal_log(right, impostor, caplog), refuse_at)
+    world = make_world(tree, clock, services, salt_call=calls)
+    world.master_key_cache = str(cache)
+    req = bootstrap.request("join", master="10.0.0.5", master_finger=right)
+
+    done = run(tree, world, req, opts=settings(call_timeout=5))
+
+    assert done["result"] is False
+    assert done["failed_step"] == step
+    assert done["error"].startswith(
+        f"the master at 10.0.0.5 presents a key with fingerprint {impostor_finger}, not "
+        f"master_finger {right}: it is not the master to join"
+    )
+    assert calls.calls.count(refuse_at) == 1  # refused at once, not retried
+    rollback = done["rollback"]
+    assert rollback["done"] is True
+    assert snapshot(etc) == before
+    # The key Salt cached from the wrong master would make the restored master refused.
+    assert not cache.exists()
+    assert rollback["master_key"] == f"{cache}: cached during the bootstrap, removed"
+    assert rollback["services"] == {"salt-minion": "restarted on the restored config"}
+
+
+def test_a_master_key_cached_before_the_bootstrap_is_kept(tree, clock, services, tmp_path):
+    cache = tmp_path / "minion_master.pub"
+    cache.write_text("the old master's key")
+    services.failing.add(("restart", "salt-minion"))
+    world = make_world(tree, clock, services)
+    world.master_key_cache = str(cache)
+    done = run(tree, world, bootstrap.request("join", master="10.0.0.5"))
+    assert done["failed_step"] == "restart_minion"
+    assert "master_key" not in done["rollback"]
+    assert cache.read_text() == "the old master's key"

@@ -7,9 +7,11 @@ discovery are replaced by fakes; everything the bootstrap writes is checked on d
 """
 
 import pathlib
+import re
 import socket
 
 import pytest
+import salt.config
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
@@ -142,6 +144,23 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(etc, tmp_path, kwargs, m
     before = snapshot(tmp_path)
     with pytest.raises(SaltInvocationError, match=message):
         eos_cluster_module.bootstrap(**kwargs)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"minion_id": "web*"}, "minion_id: node id 'web\\*': '\\*' at position 4"),
+        ({}, "this minion's id \\(set minion_id=<id> to change it\\): node id 'node 7'"),
+    ],
+)
+def test_an_id_the_master_would_refuse_stops_the_bootstrap_before_any_change(
+    etc, tmp_path, kwargs, message
+):
+    eos_cluster_module.__opts__["id"] = "node 7"
+    before = snapshot(tmp_path)
+    with pytest.raises(SaltInvocationError, match=message):
+        eos_cluster_module.bootstrap(mode="join", master="salt", **kwargs)
     assert snapshot(tmp_path) == before
 
 
@@ -417,3 +436,117 @@ def test_the_drop_in_keeps_the_nodes_own_eos_settings(etc, master_ports):
     assert opts["eos"] == {"manage_software": False}
     assert opts["master"] == "127.0.0.1"
     assert opts["startup_states"] == "sls"
+
+
+# --- master_finger -------------------------------------------------------------------------------
+
+RIGHT = ":".join(["4f"] * 31 + ["9a"])
+OTHER = ":".join(["c3"] * 32)
+
+
+def test_a_pinned_join_writes_salts_master_finger(etc, master_ports):
+    done = join(master_ports, master_finger=RIGHT.upper())
+    assert done["result"] is True, done
+    assert drop_in(etc)["master_finger"] == RIGHT
+    assert drop_in(etc)["eos_bootstrap"]["master_finger"] == RIGHT
+    # Salt reads it from the drop-in: salt-minion refuses a master with another key.
+    opts = salt.config.minion_config(str(etc / "minion"), cache_minion_id=False)
+    assert opts["master_finger"] == RIGHT
+    assert join(master_ports, master_finger=RIGHT)["already"] is True
+    assert "already" not in join(master_ports, master_finger=OTHER)
+
+
+@pytest.mark.parametrize(
+    "finger, message",
+    [
+        ("4f:1e", "master_finger: '4f:1e' has 2 bytes, but a sha256 fingerprint has 32"),
+        ("not a finger", "is not a key fingerprint as `salt-key -F master` prints it"),
+    ],
+)
+def test_a_malformed_master_finger_changes_nothing(etc, tmp_path, master_ports, finger, message):
+    before = snapshot(tmp_path)
+    with pytest.raises(SaltInvocationError, match=re.escape(message)):
+        join(master_ports, master_finger=finger)
+    assert snapshot(tmp_path) == before
+
+
+def test_master_finger_follows_the_minions_hash_type(etc, master_ports, configure_loader_modules):
+    eos_cluster_module.__opts__["hash_type"] = "sha512"
+    with pytest.raises(SaltInvocationError, match="has 32 bytes, but a sha512 fingerprint has 64"):
+        join(master_ports, master_finger=RIGHT, dry_run=True)
+    longer = ":".join(["4f"] * 64)
+    assert join(master_ports, master_finger=longer, dry_run=True)["result"] is True
+
+
+def test_a_master_with_another_key_is_refused_with_both_fingerprints(
+    etc, tmp_path, master_ports, salt_calls, monkeypatch
+):
+    (etc / "minion.d" / "eos.conf").write_text("master: old-master\n")
+    before = snapshot(etc)
+    refusal = (
+        "[CRITICAL] The specified fingerprint in the master configuration file:\n"
+        f"{RIGHT}\nDoes not match the authenticating master's key:\n{OTHER}\n"
+        "Verify that the configured fingerprint matches the fingerprint of the correct master"
+    )
+
+    def wrong_master(args, timeout):
+        salt_calls["calls"].append(args)
+        return {"retcode": 42, "data": None, "stderr": refusal}
+
+    monkeypatch.setattr(eos_cluster_module, "_salt_call", wrong_master)
+    done = join(master_ports, master_finger=RIGHT)
+    assert done["result"] is False
+    assert done["failed_step"] == "register"
+    assert f"presents a key with fingerprint {OTHER}, not master_finger {RIGHT}" in done["error"]
+    assert done["rollback"]["done"] is True
+    assert snapshot(etc) == before
+    assert eos_cluster_module.__context__["retcode"] == 1
+
+
+def test_discover_joins_the_master_announcing_the_fingerprint(etc, ssdp, master_ports):
+    ssdp.answers = {
+        ("127.0.0.1", 4520): [{"mapping": {"eos_cluster": "prod", "eos_master_finger": RIGHT}}],
+        ("127.0.0.2", 4520): [{"mapping": {"eos_cluster": "prod", "eos_master_finger": OTHER}}],
+        ("127.0.0.3", 4520): [{"mapping": {"eos_cluster": "prod"}}],
+    }
+    found = eos_cluster_module.bootstrap(
+        mode="discover",
+        port=master_ports[1],
+        publish_port=master_ports[0],
+        master_finger=RIGHT,
+    )
+    assert found["result"] is True, found
+    assert found["discovered"]["address"] == "127.0.0.1"
+    assert drop_in(etc)["master"] == "127.0.0.1"
+    assert drop_in(etc)["master_finger"] == RIGHT
+
+
+def test_discover_refuses_when_every_master_announces_another_key(etc, tmp_path, ssdp):
+    ssdp.answers = {
+        ("192.0.2.10", 4520): [{"mapping": {"eos_cluster": "prod", "eos_master_finger": OTHER}}],
+    }
+    before = snapshot(tmp_path)
+    done = eos_cluster_module.bootstrap(mode="discover", master_finger=RIGHT)
+    assert done["result"] is False
+    assert done["failed_step"] == "discover"
+    assert f"has the key master_finger {RIGHT}: 192.0.2.10 announces {OTHER}" in done["error"]
+    assert snapshot(tmp_path) == before
+
+
+def test_the_state_passes_master_finger(etc, tmp_path, master_ports):
+    eos_cluster_state.__opts__["test"] = True
+    ret = eos_cluster_state.bootstrapped(
+        "eos",
+        mode="join",
+        master="127.0.0.1",
+        port=master_ports[1],
+        publish_port=master_ports[0],
+        master_finger=RIGHT,
+    )
+    assert ret["result"] is None
+    config_step = next(s for s in ret["changes"]["plan"] if s["step"] == "minion_config")
+    assert f"master_finger {RIGHT}" in config_step["action"]
+    eos_cluster_state.__opts__["test"] = False
+    refused = eos_cluster_state.bootstrapped("eos", mode="single", master_finger=RIGHT)
+    assert refused["result"] is False
+    assert "drop master_finger=" in refused["comment"]

@@ -7,6 +7,7 @@ import schemathesis
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import api
+from saltext.eos.utils import nodeid
 from saltext.eos.utils import registry
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -114,7 +115,7 @@ def test_query_parameters_are_the_routes(document):
 def test_patterns_and_enums_are_the_apis(document):
     schemas = document["components"]["schemas"]
     register = schemas["RegisterRequest"]["properties"]
-    assert register["id"]["pattern"] == api.NODE_ID_PATTERN.pattern
+    assert register["id"]["pattern"] == nodeid.PATTERN
     assert register["id"]["maxLength"] == registry.MAX_ID_LENGTH
     assert register["address"]["anyOf"][0]["pattern"] == api.HOSTNAME_PATTERN.pattern
     assert register["preferred_role"]["pattern"] == registry.ROLE_NAME.pattern
@@ -131,6 +132,20 @@ def test_patterns_and_enums_are_the_apis(document):
     by_name = {param["name"]: param["schema"] for param in list_nodes}
     assert by_name["status"]["enum"] == list(registry.STATUSES)
     assert by_name["limit"]["maximum"] == api.MAX_PAGE
+
+
+def test_every_node_id_in_the_document_is_the_one_rule(document):
+    levels = [*document["paths"].values(), *(op for _, _, op in operations(document))]
+    id_schemas = [
+        resolve(document, param["schema"])
+        for level in levels
+        for param in level.get("parameters", [])
+        if param["in"] == "path" and param["name"] == "id"
+    ]
+    id_schemas.append(document["components"]["schemas"]["RegisterRequest"]["properties"]["id"])
+    assert len(id_schemas) > 1
+    for schema in id_schemas:
+        assert (schema["pattern"], schema["maxLength"]) == (nodeid.PATTERN, nodeid.MAX_LENGTH)
 
 
 def test_every_reference_resolves(document):

@@ -5,10 +5,12 @@ The mount point and fstab are real paths under tmp_path; mkfs, blkid, wipefs and
 fakes, so these tests need neither root nor a block device.
 """
 
+import functools
 import json
 import os
 import re
 import stat
+import types
 
 import pytest
 
@@ -35,6 +37,8 @@ class FakeDisk:
         self.mount_error = None
         self.numbers = {DEVICE: "8:16", "/dev/sdx1": "8:17", "/dev/sdy": "8:32"}
         self.made = 0
+        self.partition_holders = {}
+        self.swaps = []
 
     def holds(self, filesystem, label=None, uuid="old-uuid"):
         self.found = {"TYPE": filesystem, "USAGE": "filesystem", "UUID": uuid}
@@ -93,6 +97,8 @@ class FakeDisk:
             device_facts=lambda _device: self.facts,
             device_number=self.numbers.get,
             read_head=lambda _device: self.head,
+            partition_holders=lambda _facts: dict(self.partition_holders),
+            swap_devices=lambda: tuple(self.swaps),
         )
 
     def ran(self, program):
@@ -260,9 +266,121 @@ def test_data_no_signature_explains_is_refused(disk, point, fstab):
 def test_a_partition_mounted_elsewhere_is_refused_even_with_force(disk, point, fstab):
     disk.live["/boot"] = mounts.Mount("/boot", "/dev/sdx1", "ext4", "rw")
 
-    with pytest.raises(provision.Refused, match=r"is mounted at /boot \(/dev/sdx1\)"):
+    with pytest.raises(provision.Refused) as caught:
         provision.apply(make_request(point, fstab, force=True), disk.system())
+
+    assert str(caught.value) == (
+        f"{DEVICE}: its partition sdx1 is mounted at /boot (/dev/sdx1); the device is never "
+        "touched while it or a partition of it is in use"
+    )
     assert disk.commands == []
+
+
+def fake_sysfs(root):
+    """
+    A /sys tree for /dev/sdx (8:16): partition sdx1 under LVM (dm-0, vg0-data), sdx2 in an md
+    RAID (md0), sdx3 unused. Returns (/sys/dev/block, a stat for /dev/sdx).
+    """
+    disk = root / "devices" / "pci0000:00" / "block" / "sdx"
+    (disk / "holders").mkdir(parents=True)
+    (disk / "size").write_text("20971520\n")
+    (disk / "dev").write_text("8:16\n")
+    dm0 = root / "devices" / "virtual" / "block" / "dm-0"
+    (dm0 / "dm").mkdir(parents=True)
+    (dm0 / "dm" / "name").write_text("vg0-data\n")
+    md0 = root / "devices" / "virtual" / "block" / "md0"
+    md0.mkdir(parents=True)
+    for number, holder in ((1, dm0), (2, md0), (3, None)):
+        partition = disk / f"sdx{number}"
+        (partition / "holders").mkdir(parents=True)
+        (partition / "partition").write_text(f"{number}\n")
+        (partition / "dev").write_text(f"8:{16 + number}\n")
+        if holder is not None:
+            (partition / "holders" / holder.name).symlink_to(holder)
+    by_number = root / "dev" / "block"
+    by_number.mkdir(parents=True)
+    (by_number / "8:16").symlink_to(disk)
+    status = types.SimpleNamespace(st_mode=stat.S_IFBLK | 0o660, st_rdev=os.makedev(8, 16))
+    return str(by_number), lambda _path: status
+
+
+def test_holders_of_partitions_are_read_from_sys(tmp_path):
+    sys_dev_block, stat_path = fake_sysfs(tmp_path / "sys")
+    facts = fsadvice.device_facts(DEVICE, sys_dev_block, stat_path)
+
+    assert facts.partitions == ("sdx1", "sdx2", "sdx3")
+    assert facts.holders == ()  # the disk itself: nothing is built on it directly
+    assert provision.partition_holders(facts, sys_dev_block) == {
+        "sdx1": ("dm-0 (vg0-data)",),
+        "sdx2": ("md0",),
+    }
+
+
+def test_a_partition_with_holders_is_refused_even_with_force(disk, point, fstab, tmp_path):
+    sys_dev_block, stat_path = fake_sysfs(tmp_path / "sys")
+    system = disk.system()
+    system.device_facts = functools.partial(
+        fsadvice.device_facts, sys_dev_block=sys_dev_block, stat_path=stat_path
+    )
+    system.partition_holders = functools.partial(
+        provision.partition_holders, sys_dev_block=sys_dev_block
+    )
+
+    with pytest.raises(provision.Refused) as caught:
+        provision.apply(make_request(point, fstab, force=True), system)
+
+    assert str(caught.value) == (
+        f"{DEVICE}: its partition sdx1 is in use by dm-0 (vg0-data); its partition sdx2 is "
+        "in use by md0 (device-mapper such as LVM or LUKS, md RAID or bcache); the device is "
+        "never touched while it or a partition of it is in use"
+    )
+    assert disk.commands == []
+    assert not point.exists()
+
+
+def test_a_device_without_partitions_has_no_partition_holders(tmp_path):
+    facts = fsadvice.DeviceFacts(DEVICE, "sdx", GIB, False, "8:16")
+
+    assert provision.partition_holders(facts, str(tmp_path)) == {}
+
+
+@pytest.mark.parametrize(
+    ("swap", "refused"),
+    [
+        ("/dev/sdx1", f"{DEVICE}: its partition sdx1 is in use as swap (/dev/sdx1 in /proc/swaps)"),
+        (DEVICE, f"{DEVICE} is in use as swap ({DEVICE} in /proc/swaps)"),
+    ],
+)
+def test_swap_on_the_device_or_a_partition_is_refused_even_with_force(
+    disk, point, fstab, swap, refused
+):
+    disk.swaps = ["/dev/sdy", swap]
+
+    with pytest.raises(provision.Refused) as caught:
+        provision.apply(make_request(point, fstab, force=True), disk.system())
+
+    assert str(caught.value).startswith(refused)
+    assert str(caught.value).endswith(f"swapoff {swap} first")
+    assert disk.commands == []
+
+
+def test_swap_on_another_device_is_no_obstacle(disk, point, fstab):
+    disk.swaps = ["/dev/sdy"]
+
+    assert "filesystem" in provision.apply(make_request(point, fstab), disk.system()).changes
+
+
+def test_swap_devices_are_read_from_proc_swaps(tmp_path):
+    swaps = tmp_path / "swaps"
+    swaps.write_text(
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        "/dev/sdx2                               partition\t2097148\t\t0\t\t-2\n"
+        "/swap\\040file                          file\t\t1048572\t\t0\t\t-3\n"
+        "/dev/mapper/vg0-swap\\040x              partition\t1048572\t\t0\t\t-4\n"
+    )
+
+    assert provision.swap_devices(str(swaps)) == ("/dev/sdx2", "/dev/mapper/vg0-swap x")
+    assert provision.swap_devices(str(tmp_path / "missing")) == ()
 
 
 def test_a_device_with_holders_is_refused_even_with_force(disk, point, fstab):

@@ -21,6 +21,8 @@ every default shown):
       runner_timeout: 120         # seconds to wait for a runner before 504
       threads: 4                  # requests served at once
       allow_plain_http: false     # true: plain HTTP on a non-loopback host (behind a TLS proxy)
+      login_failures: 5           # failed logins per client address or user name ...
+      login_window: 300           # ... within these seconds, then 429 until they are older
     netapi_enable_clients:
       - runner
     external_auth:
@@ -111,7 +113,8 @@ def start():
         )
         return
     backend = SaltBackend(__opts__, settings.runner_timeout)
-    service = api.Api(backend, settings.max_body_bytes, document)
+    throttle = api.LoginThrottle(settings.login_failures, settings.login_window)
+    service = api.Api(backend, settings.max_body_bytes, document, throttle)
     asyncio.run(_serve(service, settings, ssl_context))
 
 
@@ -190,7 +193,13 @@ class RequestHandler(tornado.web.RequestHandler):
             },
             headers={name.lower(): value for name, value in self.request.headers.get_all()},
             body=bytes(self.body),
+            client=self.request.remote_ip,
         )
+        # A login the throttle refuses is answered here, without taking a worker thread.
+        throttled = self.service.throttled(request)
+        if throttled is not None:
+            self.respond(throttled)
+            return
         loop = asyncio.get_running_loop()
         self.respond(await loop.run_in_executor(self.executor, self.service.handle, request))
 

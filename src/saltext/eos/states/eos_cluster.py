@@ -15,11 +15,12 @@ Bring a node into an EOS cluster, idempotently: the state side of ``eos_cluster.
         - mode: join
         - master: 10.0.0.5
 
-    # or find it on the local network (Salt's SSDP master discovery)
+    # or find it on the local network (Salt's SSDP master discovery), pinning its key
     eos_cluster:
       eos_cluster.bootstrapped:
         - mode: discover
         - cluster: prod
+        - master_finger: "4f:1e:...:9a"     # salt-key -F master, on the master
 
 Applied with ``salt-call --local state.apply`` on a fresh machine. A node already bootstrapped
 the same way (its ``minion.d/eos.conf`` says so: same mode, same master) is left alone.
@@ -50,6 +51,7 @@ def bootstrapped(
     wait=True,
     timeout=None,
     master_config_dir=None,
+    master_finger=None,
 ):
     """
     Ensure this node was bootstrapped into an EOS cluster in ``mode``.
@@ -60,6 +62,10 @@ def bootstrapped(
         ``single``, ``join`` or ``discover``, as for ``eos_cluster.bootstrap``.
     master, port, publish_port, cluster, minion_id, wait, timeout, master_config_dir
         As for ``eos_cluster.bootstrap``.
+    master_finger
+        The fingerprint of the master's public key (``salt-key -F master``), as for
+        ``eos_cluster.bootstrap``: a master with another key is refused, and the minion keeps
+        refusing it. A node bootstrapped with another (or no) fingerprint is bootstrapped again.
 
     CLI Example:
 
@@ -67,6 +73,8 @@ def bootstrapped(
 
         salt-call --local state.single eos_cluster.bootstrapped eos mode=join master=10.0.0.5
         salt-call --local state.single eos_cluster.bootstrapped eos mode=single test=True
+        salt-call --local state.single eos_cluster.bootstrapped eos mode=discover \
+            master_finger=4f:1e:...
 
     No changes when the node is already bootstrapped in that mode with the same master. The
     changes list the steps done and the node's outcome (status and roles); a failed step fails
@@ -83,6 +91,7 @@ def bootstrapped(
         "wait": wait,
         "timeout": timeout,
         "master_config_dir": master_config_dir,
+        "master_finger": master_finger,
     }
     try:
         planned = __salt__["eos_cluster.bootstrap"](dry_run=True, **args)

@@ -26,11 +26,15 @@ Every response is JSON, ``{"status": "success", "data": ...}`` or ``{"status": "
 ``GET /api/v1/openapi.json``, which is the OpenAPI document itself.
 """
 
+import collections
 import dataclasses
 import ipaddress
 import json
 import logging
+import math
 import re
+import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping
@@ -56,6 +60,10 @@ DEFAULT_SETTINGS = {
     "threads": 4,
     # Plain HTTP on an address other hosts can reach would send passwords and tokens in clear.
     "allow_plain_http": False,
+    # After this many failed logins within login_window seconds, further logins from that
+    # client address or for that user name get 429 until the window has passed; 0: no limit.
+    "login_failures": 5,
+    "login_window": 300,
 }
 
 # The status of every error response and its ``error.code``.
@@ -68,6 +76,7 @@ ERROR_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "too_many_requests",
     500: "internal_error",
     501: "not_implemented",
     503: "unavailable",
@@ -100,10 +109,9 @@ SALT_ERROR_WORDING = (
     ("CommandExecutionError", "__virtual__ returned False", 501),
 )
 
+# The OpenAPI document carries these patterns. Check with fullmatch, never match: with match,
+# "$" also accepts a trailing newline. Node ids follow the one rule of utils/nodeid.py.
 TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-# Stricter than the registry: ids that DNS names and URLs carry as they are, so every node the
-# API creates can be named in a path without escaping.
-NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 _LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_PATTERN = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
 MAX_CREDENTIAL_LENGTH = 4096
@@ -145,6 +153,7 @@ class Request:
     query: Mapping = dataclasses.field(default_factory=dict)  # name: [values]
     headers: Mapping = dataclasses.field(default_factory=dict)
     body: bytes = b""
+    client: str | None = None  # the peer's address; failed logins are counted by it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +190,8 @@ class Settings:
     runner_timeout: float
     threads: int
     allow_plain_http: bool
+    login_failures: int
+    login_window: int
 
     @property
     def tls(self):
@@ -207,6 +218,8 @@ def settings(given):
         runner_timeout=_setting_number(merged, "runner_timeout"),
         threads=_setting_integer(merged, "threads", 1, 64),
         allow_plain_http=_setting_flag(merged, "allow_plain_http"),
+        login_failures=_setting_integer(merged, "login_failures", 0, 1000),
+        login_window=_setting_integer(merged, "login_window", 1, 86400),
     )
     if checked.ssl_key is not None and checked.ssl_crt is None:
         raise InvalidSettings("eos_api:ssl_key: set, but eos_api:ssl_crt is not")
@@ -291,23 +304,17 @@ def check_text(value, field, max_length=255, allow_empty=False):
 
 
 def check_node_id(value, field="id"):
+    """The registry's node id rule: every id it allows can be named in a path as it is."""
     try:
-        registry.check_node_id(value)
+        return registry.check_node_id(value)
     except registry.InvalidNodeId as err:
         raise _field_error(field, str(err)) from err
-    if not NODE_ID_PATTERN.match(value):
-        raise _field_error(
-            field,
-            f"{_short(value)} is not a node id (letters, digits, '.', '_' and '-', "
-            "not starting with '.')",
-        )
-    return value
 
 
 def check_address(value, field="address"):
     """A host name or an IP address: where the node will be reached."""
     check_text(value, field, max_length=253)
-    if HOSTNAME_PATTERN.match(value):
+    if HOSTNAME_PATTERN.fullmatch(value):
         return value
     try:
         return str(ipaddress.IPv6Address(value))
@@ -318,7 +325,7 @@ def check_address(value, field="address"):
 def check_role(value, field="preferred_role"):
     if value is None:
         return None
-    if not isinstance(value, str) or not registry.ROLE_NAME.match(value):
+    if not isinstance(value, str) or not registry.ROLE_NAME.fullmatch(value):
         raise _field_error(
             field, f"{_short(value)} is not a role name (lower case letters, digits, - and _)"
         )
@@ -361,7 +368,7 @@ def check_credential(value, field):
 
 def check_token_text(value, field="token"):
     check_text(value, field, max_length=256)
-    if not TOKEN_PATTERN.match(value):
+    if not TOKEN_PATTERN.fullmatch(value):
         raise _field_error(field, "is not a Salt token")
     return value
 
@@ -513,7 +520,7 @@ def route_for(method, path, routes=ROUTES):
     """(route, path parameters) for a request; ApiError 404 or 405 (with Allow) otherwise."""
     allowed = []
     for route in routes:
-        found = route.pattern.match(path)
+        found = route.pattern.fullmatch(path)
         if found is None:
             continue
         if route.method == method:
@@ -580,7 +587,7 @@ def bearer_token(headers):
     if len(set(given)) > 1:
         # Which one the client meant is a guess; refusing both is the safe answer.
         raise unauthorized("X-Auth-Token and Authorization carry different tokens")
-    if not TOKEN_PATTERN.match(given[0]):
+    if not TOKEN_PATTERN.fullmatch(given[0]):
         raise unauthorized("the token is not a Salt token")
     return given[0]
 
@@ -663,6 +670,111 @@ def _raise_runner_exception(fun, name, message):
     raise ApiError(status, message)
 
 
+# --- failed logins ---------------------------------------------------------------------------
+
+# Client addresses, and user names, tracked at once (each): past that the one whose latest
+# failure is oldest is forgotten, so a flood of made-up user names cannot grow memory.
+MAX_TRACKED_LOGINS = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class LoginRefusal:
+    """Logins for ``what`` (an address or a user) are refused for ``seconds`` more."""
+
+    what: str
+    seconds: int
+
+
+class LoginThrottle:
+    """
+    Failed logins per client address and per user name, in memory.
+
+    After ``failures`` of them within ``window`` seconds, logins from that address or for that
+    user are refused until the oldest of those failures is ``window`` seconds old; refused
+    logins are not counted. A success clears the user's failures, not the address's: one valid
+    account must not reset the count of an address guessing others. ``failures`` 0: no limit.
+
+    Thread safe and quick: the server asks it on its event loop and records on worker threads.
+    """
+
+    def __init__(self, failures, window, clock=time.monotonic, max_keys=MAX_TRACKED_LOGINS):
+        self.failures = failures
+        self.window = window
+        self.clock = clock
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        # kind: {key: the times of its latest failures, oldest first}, least recent key first
+        self._tracked = {"address": collections.OrderedDict(), "user": collections.OrderedDict()}
+
+    @staticmethod
+    def _keys(address, username):
+        keys = []
+        if address:
+            keys.append(("address", address, f"address {address}"))
+        if isinstance(username, str) and username:
+            # Case variants of a name are one user to ldap and many other backends.
+            keys.append(("user", username.casefold(), f"user {_short(username)}"))
+        return keys
+
+    def refusal(self, address, username):
+        """A LoginRefusal when this address or user has failed too often lately, else None."""
+        if not self.failures:
+            return None
+        now = self.clock()
+        with self._lock:
+            for kind, key, what in self._keys(address, username):
+                times = self._recent(self._tracked[kind], key, now)
+                if len(times) >= self.failures:
+                    seconds = max(1, math.ceil(times[0] + self.window - now))
+                    return LoginRefusal(what, seconds)
+        return None
+
+    def failed(self, address, username):
+        """Count a failed login."""
+        if not self.failures:
+            return
+        now = self.clock()
+        with self._lock:
+            for kind, key, what in self._keys(address, username):
+                table = self._tracked[kind]
+                times = self._recent(table, key, now)
+                times.append(now)
+                table[key] = times
+                table.move_to_end(key)
+                while len(table) > self.max_keys:
+                    table.popitem(last=False)
+                if len(times) == self.failures:
+                    log.warning(
+                        "eos_api: %s failed logins for %s within %s seconds: refusing its "
+                        "logins until they are older",
+                        self.failures,
+                        what,
+                        self.window,
+                    )
+
+    def succeeded(self, username):
+        """A successful login: forget the user's failures."""
+        with self._lock:
+            for kind, key, _ in self._keys(None, username):
+                self._tracked[kind].pop(key, None)
+
+    def tracked(self):
+        """How many addresses and user names are tracked now: {kind: count}."""
+        with self._lock:
+            return {kind: len(table) for kind, table in self._tracked.items()}
+
+    def _recent(self, table, key, now):
+        """The key's failures within the window (a deque of at most ``failures`` times)."""
+        times = table.get(key)
+        if times is None:
+            return collections.deque(maxlen=self.failures)
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del table[key]
+        return times
+
+
 # --- the API ---------------------------------------------------------------------------------
 
 
@@ -675,15 +787,28 @@ class Call:
     body: Mapping
     token: str | None = None
     session: Mapping | None = None
+    client: str | None = None
 
 
 class Api:
-    """Serves Requests: ``handle(request) -> Response``. Blocking: run it off the event loop."""
+    """
+    Serves Requests: ``handle(request) -> Response``. Blocking: run it off the event loop.
 
-    def __init__(self, backend, max_body_bytes=DEFAULT_SETTINGS["max_body_bytes"], document=None):
+    ``throttle`` (a LoginThrottle) limits failed logins; None: no limit. ``throttled(request)``
+    answers a refused login without blocking, so the server can refuse it on its event loop.
+    """
+
+    def __init__(
+        self,
+        backend,
+        max_body_bytes=DEFAULT_SETTINGS["max_body_bytes"],
+        document=None,
+        throttle=None,
+    ):
         self.backend = backend
         self.max_body_bytes = max_body_bytes
         self.document = document
+        self.throttle = LoginThrottle(0, 1) if throttle is None else throttle
 
     def declared_too_large(self, content_length):
         """A 413 Response when a Content-Length header announces too large a body, else None."""
@@ -697,6 +822,43 @@ class Api:
 
     def too_large(self):
         return failure(413, f"the body is over the limit of {self.max_body_bytes} bytes")
+
+    def throttled(self, request):
+        """
+        The 429 Response for a password login the throttle refuses now, else None (handle()
+        answers everything else). Reads nothing from Salt and never blocks.
+        """
+        is_login = (request.method, request.path) == ("POST", f"{PREFIX}/login")
+        if not is_login or not self.throttle.failures:
+            return None
+        username = self._login_username(request)
+        if username is None:
+            return None
+        try:
+            self._check_throttle(request.client, username)
+        except ApiError as err:
+            return failure(err.status, err.message, err.field, err.headers)
+        return None
+
+    def _login_username(self, request):
+        """The user name of a password login's body; None for a token check or a bad body."""
+        if len(request.body) > self.max_body_bytes:
+            return None
+        try:
+            username = json_object(request).get("username")
+        except ApiError:
+            return None
+        return username if isinstance(username, str) else None
+
+    def _check_throttle(self, client, username):
+        refusal = self.throttle.refusal(client, username)
+        if refusal is not None:
+            raise ApiError(
+                429,
+                f"too many failed logins for {refusal.what}: try again in "
+                f"{refusal.seconds} seconds",
+                headers={"Retry-After": str(refusal.seconds)},
+            )
 
     def handle(self, request):
         try:
@@ -722,7 +884,8 @@ class Api:
         body = {} if route.body is None else check_fields(json_object(request), route.body)
         if "id" in params:
             params = {**params, "id": check_node_id(params["id"])}
-        return Call(params, check_query(request.query, route.query), body, token, session)
+        query = check_query(request.query, route.query)
+        return Call(params, query, body, token, session, request.client)
 
     def _session(self, token):
         session = _via_salt("the token check", self.backend.session, token)
@@ -752,9 +915,13 @@ class Api:
                 if name not in call.body:
                     raise _field_error(name, "is required (or give a token)")
             credentials = [call.body[name] for name in ("username", "password", "eauth")]
+            # Again here: logins that waited for a worker while others failed are refused too.
+            self._check_throttle(call.client, call.body["username"])
             token = _via_salt("the login", self.backend.login, *credentials)
             if token is None:
+                self.throttle.failed(call.client, call.body["username"])
                 raise unauthorized("username, password or eauth not accepted")
+            self.throttle.succeeded(call.body["username"])
         return success({"token": token, **self._session(token)})
 
     def logout(self, call):

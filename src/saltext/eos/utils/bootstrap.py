@@ -19,6 +19,14 @@ Modes:
     finds the masters that answer with an ``eos_cluster`` mapping, filtered by a cluster name;
     exactly one -> ``join`` it; several -> an error listing them; none -> an error saying so.
 
+``master_finger`` (join and discover) pins the master's public key as Salt does: the minion
+drop-in carries Salt's own ``master_finger`` option, so salt-minion and salt-call refuse a
+master whose key has another fingerprint. A master shows its key only to a minion it has
+accepted, so the key cannot be fetched before anything is written; the bootstrap instead reads
+Salt's refusal in its own salt-calls (registration, the wait) and fails with both fingerprints,
+rolling back. In discover mode a master that announces its fingerprint in its SSDP mapping
+(``eos_master_finger``) is chosen, or dropped, by it before anything is written.
+
 Every mode is a plan (a list of steps, each saying what it changes) before it is anything
 else: ``dry_run`` returns the plan. Otherwise a checkpoint of the EOS drop-ins (and of the
 salt-master/salt-minion service states) is taken in the node's checkpoint store before the
@@ -31,6 +39,7 @@ without Salt.
 """
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import os
@@ -44,6 +53,7 @@ import salt.utils.yaml
 from saltext.eos.utils import atomic
 from saltext.eos.utils import checkpoint as checkpoints
 from saltext.eos.utils import config
+from saltext.eos.utils import nodeid
 from saltext.eos.utils.health import RET_PORT
 
 log = logging.getLogger(__name__)
@@ -63,12 +73,21 @@ HOST_NAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-MINION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")
 JOIN_STATE = "eos.roles"
 STARTUP_SLS = "eos.roles"
 FILE_MODE = 0o644
 # What a bootstrap did, kept in the minion drop-in (a key of its own, which Salt ignores).
 RECORD_KEY = "eos_bootstrap"
+# The key of an SSDP answer's mapping where a master may announce its key's fingerprint.
+FINGER_KEY = "eos_master_finger"
+# Where a minion caches the key of the master it authenticated with (in its pki_dir).
+MASTER_KEY_CACHE = "minion_master.pub"
+DEFAULT_HASH_TYPE = "sha256"
+# What salt.crypt.AsyncAuth._finger_fail logs before the minion (or salt-call) exits 42.
+FINGER_FAIL = re.compile(
+    r"fingerprint in the master configuration file:\s*(?P<expected>[0-9A-Fa-f:]*)\s*"
+    r"Does not match the authenticating master's key:\s*(?P<presented>[0-9A-Fa-f:]*)"
+)
 
 # The master configuration EOS needs: the README's "Master configuration" block is this data
 # (a unit test compares them), and single mode writes it into master.d/eos.conf.
@@ -216,6 +235,55 @@ def check_cluster(name, where="cluster"):
     return name
 
 
+def check_master_finger(finger, hash_type=DEFAULT_HASH_TYPE, where="master_finger"):
+    """
+    ``finger`` as Salt writes a key fingerprint (``salt-key -F master``: lower-case hex byte
+    pairs joined by ``:``, as many as ``hash_type``'s digest has); InvalidRequest naming the
+    value and the expected form otherwise. Upper case and missing colons are accepted.
+    """
+    try:
+        size = hashlib.new(hash_type).digest_size
+    except (TypeError, ValueError) as err:
+        raise InvalidRequest(f"hash_type: {hash_type!r} is not a hash Salt can use") from err
+    text = finger.strip().lower() if isinstance(finger, str) else None
+    digits = text.replace(":", "") if text else ""
+    well_formed = text and (
+        re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2})*", text) or re.fullmatch(r"[0-9a-f]+", text)
+    )
+    if not well_formed or len(digits) % 2:
+        raise InvalidRequest(
+            f"{where}: {finger!r} is not a key fingerprint as `salt-key -F master` prints it "
+            f"({size} hex byte pairs joined by ':', for hash_type {hash_type})"
+        )
+    if len(digits) != 2 * size:
+        raise InvalidRequest(
+            f"{where}: {finger!r} has {len(digits) // 2} bytes, but a {hash_type} fingerprint "
+            f"has {size}: print it on the master with this minion's hash_type ({hash_type})"
+        )
+    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+
+
+def check_minion_id(minion_id, where="minion_id"):
+    """
+    ``minion_id`` when the master's registry will take it (the node id rule of
+    ``saltext.eos.utils.nodeid``); InvalidRequest naming the id and the character otherwise.
+    """
+    reason = nodeid.problem(minion_id)
+    if reason is not None:
+        raise InvalidRequest(f"{where}: {reason}")
+    return minion_id
+
+
+def node_id(req, current_id):
+    """
+    The id the node will register under: ``minion_id`` of the request, else the minion's own
+    id, which must follow the rule too (the master would refuse it after the bootstrap).
+    """
+    if req.minion_id is not None:
+        return req.minion_id
+    return check_minion_id(current_id, "this minion's id (set minion_id=<id> to change it)")
+
+
 def check_port(port, where="port"):
     if isinstance(port, str) and port.isdigit():
         port = int(port)
@@ -275,22 +343,37 @@ class Request:
     publish_port: object = None
     cluster: object = None
     minion_id: object = None
+    master_finger: object = None  # the fingerprint of the master's key, Salt's master_finger
 
     def target(self):
         return self.master, self.port or RET_PORT, self.publish_port or PUBLISH_PORT
 
 
-def request(mode, master=None, port=None, publish_port=None, cluster=None, minion_id=None):
+def request(
+    mode,
+    master=None,
+    port=None,
+    publish_port=None,
+    cluster=None,
+    minion_id=None,
+    master_finger=None,
+    hash_type=DEFAULT_HASH_TYPE,
+):
     """A checked Request, or InvalidRequest naming the bad argument."""
     check_mode(mode)
+    if master_finger is not None:
+        if mode == "single":
+            raise InvalidRequest(
+                "mode single makes this host the master, and its minion trusts the key of the "
+                "master beside it: drop master_finger=, or use mode=join"
+            )
+        master_finger = check_master_finger(master_finger, hash_type)
     if cluster is not None:
         cluster = check_cluster(cluster)
     if publish_port is not None:
         publish_port = check_port(publish_port, "publish_port")
-    if minion_id is not None and (
-        not isinstance(minion_id, str) or not MINION_ID.fullmatch(minion_id)
-    ):
-        raise InvalidRequest(f"minion_id: {minion_id!r} is not a minion id")
+    if minion_id is not None:
+        minion_id = check_minion_id(minion_id, "minion_id")
     if mode == "join":
         if master is None:
             raise InvalidRequest("mode join needs master=<address> (or use mode=discover)")
@@ -306,7 +389,7 @@ def request(mode, master=None, port=None, publish_port=None, cluster=None, minio
         )
     elif port is not None:
         port = check_port(port)
-    return Request(mode, master, port, publish_port, cluster, minion_id)
+    return Request(mode, master, port, publish_port, cluster, minion_id, master_finger)
 
 
 # --- where the config lives ----------------------------------------------------------------------
@@ -381,6 +464,9 @@ def minion_settings(req, minion_id, startup_state=False):
         data["master_port"] = req.port
     if req.publish_port is not None:
         data["publish_port"] = req.publish_port
+    if req.master_finger is not None:
+        # Salt's own option: salt-minion and salt-call refuse a master with another key.
+        data["master_finger"] = req.master_finger
     if startup_state:
         data["startup_states"] = "sls"
         data["sls_list"] = [STARTUP_SLS]
@@ -392,6 +478,8 @@ def minion_settings(req, minion_id, startup_state=False):
         "port": req.port,
         "cluster": req.cluster,
     }
+    if req.master_finger is not None:
+        data[RECORD_KEY]["master_finger"] = req.master_finger
     return data
 
 
@@ -419,6 +507,8 @@ def already_done(req, text):
     """True when the minion drop-in says this node was bootstrapped the way ``req`` asks."""
     record = recorded(text)
     if not record or record.get("mode") != req.mode:
+        return False
+    if record.get("master_finger") != req.master_finger:
         return False
     if req.mode == "join":
         return record.get("master") == req.master and record.get("port") == req.port
@@ -542,8 +632,42 @@ def candidates(answers):
                 "advertised": reply.get("master"),
                 "cluster": cluster,
                 "mapping": mapping,
+                "finger": _announced_finger(mapping.get(FINGER_KEY)),
             }
     return [found[key] for key in sorted(found)]
+
+
+def _announced_finger(value):
+    """The fingerprint an SSDP answer announces, in Salt's form when it is one; else None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    digits = value.strip().lower().replace(":", "")
+    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+
+
+def pinned(found, finger):
+    """
+    The candidates that may hold the key ``finger``: those announcing that fingerprint when
+    any does; else those announcing none (their key is checked once the minion connects).
+    StepFailed('discover') naming every fingerprint when each candidate announces another.
+
+    An SSDP answer is not authenticated, so this only chooses: the minion's own check of
+    ``master_finger`` is what refuses a master with another key.
+    """
+    if finger is None or not found:
+        return found
+    announcing = [entry for entry in found if entry.get("finger") == finger]
+    if announcing:
+        return announcing
+    silent = [entry for entry in found if not entry.get("finger")]
+    if silent:
+        return silent
+    listed = ", ".join(f"{entry['address']} announces {entry['finger']}" for entry in found)
+    raise StepFailed(
+        "discover",
+        f"no EOS master that answered SSDP discovery has the key master_finger {finger}: "
+        f"{listed}; nothing was changed",
+    )
 
 
 def matching(found, cluster=None, mapping=None, match="any"):
@@ -642,7 +766,8 @@ def plan(req, minion_id, p, settings_, current, join_state=JOIN_STATE, startup_s
             "minion_config",
             f"write {p.minion_drop_in}: master {host}"
             + (f" port {req.port}" if req.port else "")
-            + f", id {minion_id}",
+            + f", id {minion_id}"
+            + (f", master_finger {req.master_finger}" if req.master_finger else ""),
             _file_change(p.minion_drop_in, current.get(p.minion_drop_in), text),
             text,
         )
@@ -707,6 +832,8 @@ class World:
     ports_open: object  # ports_open(host, ports) -> bool
     clock: object = time.monotonic
     sleep: object = time.sleep
+    # The minion's cached master key (pki_dir/minion_master.pub); None: not looked after.
+    master_key_cache: object = None
 
 
 def failed_checks(report, mode):
@@ -735,10 +862,13 @@ class Bootstrap:
     outcome: dict = field(default_factory=dict)
     services_before: dict = field(default_factory=dict)
     started_at: object = None
+    master_key_cached_before: bool = True
 
     def run(self, steps):
         """{result, done, failed_step, error, rollback, checkpoint, outcome, progress}."""
         self.started_at = self.world.clock()
+        cache = self.world.master_key_cache
+        self.master_key_cached_before = cache is None or os.path.exists(cache)
         done = []
         for step in steps:
             try:
@@ -840,6 +970,7 @@ class Bootstrap:
         deadline = self.world.clock() + self.settings.call_timeout
         while True:
             answer = self.world.salt_call(["eos_cluster.register"], self.settings.call_timeout)
+            self.check_master_key(step.name, answer)
             data = answer["data"]
             if answer["retcode"] == 0 and isinstance(data, dict) and data.get("sent"):
                 return "sent"
@@ -853,7 +984,10 @@ class Bootstrap:
         return f"not sent yet ({reason}); the master's join registers the node again"
 
     def _wait(self, step):
-        outcome = wait_for_status(self.world, self.settings, self.minion_id, self.note)
+        def check(answer):
+            self.check_master_key(step.name, answer)
+
+        outcome = wait_for_status(self.world, self.settings, self.minion_id, self.note, check)
         self.outcome.update(outcome)
         status, node = outcome["status"], self.minion_id
         if status == "active":
@@ -888,6 +1022,21 @@ class Bootstrap:
         write_atomically(self.paths.minion_drop_in, step.payload, self.created_dirs)
         return f"startup_states sls {STARTUP_SLS} (from the next minion start)"
 
+    def check_master_key(self, step_name, answer):
+        """StepFailed naming both fingerprints when salt-call refused the master's key."""
+        refused = master_key_refusal(answer)
+        if refused is None:
+            return
+        host = self.req.master
+        expected = refused["expected"] or self.req.master_finger
+        presented = refused["presented"] or "(not shown)"
+        raise StepFailed(
+            step_name,
+            f"the master at {host} presents a key with fingerprint {presented}, not "
+            f"master_finger {expected}: it is not the master to join (check `salt-key -F "
+            f"master` there, and which host answers at {host}); refused",
+        )
+
     def note(self, text):
         """A progress line: logged at info and returned in ``progress``."""
         if self.started_at is None:
@@ -908,9 +1057,26 @@ class Bootstrap:
         for directory in reversed(self.created_dirs):
             with contextlib.suppress(OSError):
                 os.rmdir(directory)  # only when empty
+        forgotten = self._forget_master_key()
+        if forgotten:
+            report["master_key"] = forgotten
         report["services"] = self._restore_services()
         log.warning("eos bootstrap: rolled back to checkpoint %s: %s", self.checkpoint_id, report)
         return report
+
+    def _forget_master_key(self):
+        """
+        Remove the master key the minion cached during the bootstrap: kept, it would make the
+        minion refuse the master of the restored config ("the master key has changed").
+        """
+        cache = self.world.master_key_cache
+        if self.master_key_cached_before or not os.path.exists(cache):
+            return None
+        try:
+            os.remove(cache)
+        except OSError as err:
+            return f"{cache}: cached during the bootstrap, not removed: {err}"
+        return f"{cache}: cached during the bootstrap, removed"
 
     def _restore_services(self):
         done = {}
@@ -937,10 +1103,22 @@ def salt_call_error(answer):
     return lines[-1] if lines else f"salt-call exited {answer['retcode']}"
 
 
-def wait_for_status(world, settings_, minion_id, note):
+def master_key_refusal(answer):
+    """
+    ``{expected, presented}`` fingerprints when a salt-call exited because the master's key
+    does not match ``master_finger`` (Salt logs both, then exits 42); None otherwise.
+    """
+    found = FINGER_FAIL.search(answer.get("stderr") or "")
+    if found is None:
+        return None
+    return {"expected": found.group("expected"), "presented": found.group("presented")}
+
+
+def wait_for_status(world, settings_, minion_id, note, check=None):
     """
     Poll the node's pillar (``eos:node_status``, ``eos:roles``) through ``salt-call
     pillar.get eos`` until it is active or failed or ``settings_.timeout`` passes.
+    ``check(answer)`` sees each salt-call answer first, and may raise.
     """
     deadline = world.clock() + settings_.timeout
     last = None
@@ -949,6 +1127,8 @@ def wait_for_status(world, settings_, minion_id, note):
         answer = world.salt_call(
             ["pillar.get", "eos", "unmask=True"], max(1.0, min(settings_.call_timeout, remaining))
         )
+        if check is not None:
+            check(answer)
         status, roles = None, []
         if answer["retcode"] == 0 and isinstance(answer["data"], dict):
             status = answer["data"].get("node_status")

@@ -9,8 +9,9 @@ point and fstab as they were:
   RAID or LUKS signature, or non-zero bytes at its start that no signature explains) is
   formatted only with ``force``, and the refusal says what was found; a device that already
   holds the wanted filesystem is never formatted, with or without ``force``;
-- a device mounted anywhere but at the mount point, or one that device-mapper, md or bcache
-  is built on (its holders), is refused even with ``force``;
+- a device that is, or has a partition that is, mounted anywhere but at the mount point, in
+  use as swap, or what device-mapper (LVM, LUKS), md or bcache is built on (the holders in
+  /sys), is refused even with ``force``, and the refusal names the partition and its user;
 - a mount point where another device is mounted is refused; a non-empty directory is
   mounted over only with ``force``, since the mount hides its files;
 - an fstab line for another mount point that names this device is refused, and so are two
@@ -35,6 +36,8 @@ from saltext.eos.utils import fsadvice
 from saltext.eos.utils import mounts
 
 FSTAB = "/etc/fstab"
+PROC_SWAPS = "/proc/swaps"
+IN_USE = "the device is never touched while it or a partition of it is in use"
 FSTAB_MODE = 0o644
 # Non-zero bytes this far into a device with no signature are data of an unknown kind.
 HEAD_BYTES = fsadvice.MIB
@@ -275,6 +278,58 @@ def is_shown(option):
 # ----------------------------------------------------------------------------- the system
 
 
+def partition_holders(facts, sys_dev_block=fsadvice.SYS_DEV_BLOCK):
+    """
+    {partition: its holders} for each partition of the device that has any: what device-mapper
+    (LVM, LUKS), md or bcache built on it, listed in /sys/block/<disk>/<partition>/holders.
+    A device-mapper holder is named with its name too: ``dm-0 (vg0-data)``.
+    """
+    if not facts.number or not facts.partitions:
+        return {}
+    node = os.path.realpath(os.path.join(sys_dev_block, facts.number))
+    found = {}
+    for partition in facts.partitions:
+        holders = _named_holders(os.path.join(node, partition, "holders"))
+        if holders:
+            found[partition] = holders
+    return found
+
+
+def _named_holders(directory):
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return ()
+    return tuple(_holder_name(directory, entry) for entry in entries)
+
+
+def _holder_name(directory, holder):
+    try:
+        with open(os.path.join(directory, holder, "dm", "name"), encoding="utf-8") as stream:
+            name = stream.read().strip()
+    except OSError:
+        name = ""
+    return f"{holder} ({name})" if name else holder
+
+
+def swap_devices(path=PROC_SWAPS):
+    """The block devices in use as swap, as /proc/swaps names them; swap files are left out."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except FileNotFoundError:
+        return ()
+    except OSError as err:
+        raise CommandFailed(f"cannot read {path}: {err.strerror or err}") from err
+    devices = []
+    for line in lines[1:]:  # the first line is the header
+        fields = line.split()
+        # The kernel calls every block device swap "partition", a whole disk's too.
+        if len(fields) >= 2 and fields[1] == "partition":
+            devices.append(_unescape(fields[0]))
+    return tuple(devices)
+
+
 def read_head(device, size=HEAD_BYTES):
     """The first ``size`` bytes of ``device``, read without writing anything."""
     descriptor = os.open(device, os.O_RDONLY)
@@ -301,6 +356,8 @@ class System:
     device_facts: Callable = fsadvice.device_facts
     device_number: Callable = fsadvice.device_number
     read_head: Callable = read_head
+    partition_holders: Callable = partition_holders
+    swap_devices: Callable = swap_devices
 
 
 # ----------------------------------------------------------------------------- the device
@@ -408,21 +465,48 @@ def _output(done):
 
 
 def check_not_in_use(req, facts, live, system):
-    """Refused when the device or a partition of it is mounted elsewhere or has holders."""
+    """
+    Refused when the device or a partition of it has holders, is in use as swap or is
+    mounted elsewhere; the message names the partition and what uses it.
+    """
     if facts.holders:
         raise Refused(
             f"{req.device} is in use by {', '.join(facts.holders)} (device-mapper, md RAID "
             "or bcache); it is never touched"
         )
+    held = sorted(system.partition_holders(facts).items())
+    if held:
+        uses = "; ".join(
+            f"its partition {partition} is in use by {', '.join(holders)}"
+            for partition, holders in held
+        )
+        raise Refused(
+            f"{req.device}: {uses} (device-mapper such as LVM or LUKS, md RAID or bcache); {IN_USE}"
+        )
+    for swap in system.swap_devices():
+        number = system.device_number(swap)
+        if number and facts.is_or_contains(number):
+            raise Refused(
+                f"{_which(req, facts, number)} is in use as swap ({swap} in {PROC_SWAPS}); "
+                f"{IN_USE}: swapoff {swap} first"
+            )
     for mount in live.values():
         if mount.mountpoint == _real(req.mount_point):
             continue
         number = system.device_number(mount.device)
         if number and facts.is_or_contains(number):
             raise Refused(
-                f"{req.device} is mounted at {mount.mountpoint} ({mount.device}); "
-                "it is never touched while mounted elsewhere"
+                f"{_which(req, facts, number)} is mounted at {mount.mountpoint} "
+                f"({mount.device}); {IN_USE}"
             )
+
+
+def _which(req, facts, number):
+    """The device, or ``<device>: its partition <name>`` for the partition numbered so."""
+    if number == facts.number or number not in facts.partition_numbers:
+        return req.device
+    partition = facts.partitions[facts.partition_numbers.index(number)]
+    return f"{req.device}: its partition {partition}"
 
 
 def mounted_here(req, facts, live, system):
