@@ -11,6 +11,7 @@ Tests build on each other, in file order.
 """
 
 import concurrent.futures
+import pathlib
 import time
 
 import pytest
@@ -28,6 +29,7 @@ SMALL_CATALOGUE = {
     role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
     for role in ("monolith", "edge", "core", "data", "message", "observe", "compute", "app")
 }
+FORGE_MODULES = pathlib.Path(__file__).parent / "files"
 # /proc refuses new directories, even to root: the role state writing role.yaml fails.
 FAULTY_CONFIG_DIR = "/proc/eos-fault"
 
@@ -115,7 +117,11 @@ def minions(master):
 def join(master, minions, salt_cli, name, minion_id):
     """Start a minion and register it, as a new machine would on its first start."""
     factory = master.salt_minion_daemon(
-        minion_id, overrides=minion_overrides(master, eos={"manage_software": False})
+        minion_id,
+        # eos_forge: a member that sends events in another's name, as any minion can.
+        overrides=minion_overrides(
+            master, eos={"manage_software": False}, module_dirs=[str(FORGE_MODULES)]
+        ),
     )
     factory.start()
     minions[name] = factory
@@ -273,6 +279,52 @@ def test_running_the_orchestration_again_changes_nothing(
     assert read_registry(master).get(charlie)["status"] == "active"
     assert run_ok(salt_run_cli, "eos_roles.show")["assignments"] == shown["assignments"]
     assert role_file(trees, charlie) == before
+
+
+def test_forged_accepted_events_for_an_active_node_change_nothing(
+    master, names, trees, salt_run_cli, salt_cli, event_listener
+):
+    alpha, charlie = names["alpha"], names["charlie"]
+    checkpoints = {
+        node: [c["id"] for c in ask(salt_cli, node, "eos_cluster.checkpoints")]
+        for node in (alpha, names["bravo"], charlie)
+    }
+    shown = run_ok(salt_run_cli, "eos_roles.show")
+    mtime = (config_dir(trees, charlie) / "role.yaml").stat().st_mtime
+    since = time.time()
+    tag = f"eos/cluster/node/{charlie}/accepted"
+    forged = [
+        {"tag": tag, "data": {"id": charlie, "status": "accepted"}},
+        {"tag": tag, "data": {"id": charlie, "status": "accepted", "join_token": "guessed"}},
+    ] * 5  # ten, as many as the checkpoints a node keeps
+
+    ret = salt_cli.run("eos_forge.batch", events=forged, minion_tgt=alpha)
+    assert ret.returncode == 0, ret
+
+    # Each forged event starts an orchestration, which must stop at its first step.
+    wait_for(
+        lambda: len(orchestrations(event_listener, master, since)) >= len(forged),
+        "the reactor's orchestrations of the forged events",
+        timeout=120,
+        interval=1,
+    )
+    assert read_registry(master).get(charlie)["status"] == "active"
+    assert run_ok(salt_run_cli, "eos_roles.show") == shown
+    assert (config_dir(trees, charlie) / "role.yaml").stat().st_mtime == mtime
+    for node, ids in checkpoints.items():
+        assert [c["id"] for c in ask(salt_cli, node, "eos_cluster.checkpoints")] == ids, node
+    assert run_ok(salt_run_cli, "eos_join.status")["lease"] is None
+
+
+def orchestrations(event_listener, master, since):
+    """The returns of node_addition orchestrations started by the reactor since ``since``."""
+    events = event_listener.get_events([(master.id, "salt/run/*/ret")], after_time=since)
+    return [
+        event.data
+        for event in events
+        if event.data.get("fun") == "runner.state.orchestrate"
+        and "node_addition" in str(event.data.get("fun_args"))
+    ]
 
 
 def test_two_nodes_joining_together_are_serialised_and_every_node_becomes_medium(

@@ -43,7 +43,7 @@ SHARE = 60 * MB
 LAYOUT = {"alpha": {f"set-{number}": 4 for number in range(8)}, "bravo": {"small": 2}}
 # Declared from the start, written by the later tests: the orchestration's and the reactor's
 # imbalance, and two small datasets pinned elsewhere for the concurrent moves.
-LATER = {"orch": 20, "burst": 16, "pin-a": 2, "pin-b": 2}
+LATER = {"orch": 20, "burst": 16, "pin-a": 2, "pin-b": 2, "race": 12}
 # Space recovery that has nothing to act on: the beacon reaction runs it on the real mount.
 INERT_CLEANUP = {
     "log_dirs": [],
@@ -98,7 +98,8 @@ def rsync_wrapper(fleet_dir, kill_flag, slow_flag, rsync_trace):
         f'if [ -e "{kill_flag}" ]; then\n'
         '  exec timeout -s KILL 1 rsync --bwlimit=1000 "$@"\n'
         "fi\n"
-        f'if [ -e "{slow_flag}" ]; then sleep 1; fi\n'
+        # The flag file may hold the seconds to wait; empty, one.
+        f'if [ -e "{slow_flag}" ]; then sleep "$(cat "{slow_flag}")" 2>/dev/null || sleep 1; fi\n'
         'rsync "$@"\n'
         "status=$?\n"
         f'echo "end $(date +%s.%N) $last" >> "{rsync_trace}"\n'
@@ -393,9 +394,23 @@ def add_cleanup_beacon(salt_cli, minion_id, mount):
     """
     if not mounts.is_real(mounts.find(mount), include_tmpfs=True):
         pytest.skip(f"{mount} is a pseudo filesystem, which the beacon does not watch")
-    percent = psutil.disk_usage(mount).percent
+    limits = limits_at_cleanup(psutil.disk_usage(mount).percent, mount)
+    beacon = [
+        {"interval": 1},
+        {"mounts": [mount]},
+        {"thresholds": {mount: limits}},
+        {"inodes": False},
+        {"time_to_full": {"warning": 0, "critical": 0}},
+    ]
+    ret = salt_cli.run("beacons.add", "eos_storage", json.dumps(beacon), minion_tgt=minion_id)
+    assert ret.returncode == 0, ret
+    assert ret.data["result"] is True, ret.data
+
+
+def limits_at_cleanup(percent, what):
+    """Thresholds around ``percent`` that put it at the cleanup level."""
     if not 1 <= percent <= 95:
-        pytest.skip(f"{mount} is {percent}% full: no room for thresholds around it")
+        pytest.skip(f"{what} is {percent}% full: no room for thresholds around it")
     room = 100 - percent
     limits = {
         "warning": percent / 6,
@@ -405,16 +420,39 @@ def add_cleanup_beacon(salt_cli, minion_id, mount):
         "emergency": percent + 2 * room / 3,
         "critical": percent + 5 * room / 6,
     }
-    beacon = [
-        {"interval": 1},
-        {"mounts": [mount]},
-        {"thresholds": {mount: {level: round(value, 2) for level, value in limits.items()}}},
-        {"inodes": False},
-        {"time_to_full": {"warning": 0, "critical": 0}},
-    ]
-    ret = salt_cli.run("beacons.add", "eos_storage", json.dumps(beacon), minion_tgt=minion_id)
+    return {level: round(value, 2) for level, value in limits.items()}
+
+
+def put_share_at_cleanup(master, salt_cli, minion_id):
+    """
+    Pillar thresholds that put the node's dataset share at cleanup: the reaction does not
+    trust the event's level, it asks the node, which measures its share by its thresholds.
+    """
+    report = salt_cli.run("eos_dataset.sizes", minion_tgt=minion_id)
+    assert report.returncode == 0, report
+    percent = 100 * report.data["used_bytes"] / report.data["capacity_bytes"]
+    write_node_pillar(
+        master, minion_id, {"eos": {"thresholds": limits_at_cleanup(percent, "share")}}
+    )
+    refresh_pillar(salt_cli, minion_id)
+
+
+def write_node_pillar(master, minion_id, data):
+    pillar_root = pathlib.Path(master.config["pillar_roots"]["base"][0])
+    pillar_root.mkdir(parents=True, exist_ok=True)
+    sls = minion_id.replace("-", "_")
+    if data is None:
+        (pillar_root / f"{sls}.sls").unlink(missing_ok=True)
+    else:
+        (pillar_root / f"{sls}.sls").write_text(yaml.safe_dump(data))
+    entries = sorted(path.stem for path in pillar_root.glob("*.sls") if path.stem != "top")
+    top = {"base": {name.replace("_", "-"): [name] for name in entries}}
+    (pillar_root / "top.sls").write_text(yaml.safe_dump(top))
+
+
+def refresh_pillar(salt_cli, minion_id):
+    ret = salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=minion_id)
     assert ret.returncode == 0, ret
-    assert ret.data["result"] is True, ret.data
 
 
 def delete_beacon(salt_cli, minion_id):
@@ -520,17 +558,21 @@ def test_a_beacon_at_cleanup_plans_and_moves_nothing_without_auto(
     bravo = fleet["bravo"][0]
     write_dataset(fleet["bravo"][1] / "burst", LATER["burst"])
     before = on_disk(roots)
+    put_share_at_cleanup(master, salt_cli, bravo.id)
     since = time.time()
     add_cleanup_beacon(salt_cli, bravo.id, datasets.mount_point(str(fleet_dir)))
     try:
         result = reaction(master, event_listener, bravo.id, since)
     finally:
         delete_beacon(salt_cli, bravo.id)
+        write_node_pillar(master, bravo.id, None)
+        refresh_pillar(salt_cli, bravo.id)
     (fired,) = event_listener.get_events(
         [(master.id, f"salt/beacon/{bravo.id}/eos_storage/cleanup")], since
     )
     assert fired.data["id"] == bravo.id
     assert result["level"] == "cleanup"
+    assert result["measured_level"] == "cleanup"
     assert result["dry_run"] is True
     assert result["moves"], result
     assert "moved" not in result
@@ -545,12 +587,15 @@ def test_with_auto_the_beacon_reaction_executes_the_plan(
     roots = roots_by_id(fleet)
     charlie = fleet["charlie"][0]
     before = on_disk(roots)
+    put_share_at_cleanup(master, salt_cli, charlie.id)
     since = time.time()
     add_cleanup_beacon(salt_cli, charlie.id, datasets.mount_point(str(fleet_dir)))
     try:
         result = reaction(master, event_listener, charlie.id, since)
     finally:
         delete_beacon(salt_cli, charlie.id)
+        write_node_pillar(master, charlie.id, None)
+        refresh_pillar(salt_cli, charlie.id)
     assert result["dry_run"] is False
     assert result["blocked"] == []
     assert result["failed"] == [], result
@@ -585,3 +630,36 @@ def test_two_moves_run_at_once_with_concurrency_2(
     ((a_start, a_end),) = copy_spans(rsync_trace, "pin-a")
     ((b_start, b_end),) = copy_spans(rsync_trace, "pin-b")
     assert a_start < b_end and b_start < a_end, ((a_start, a_end), (b_start, b_end))
+
+
+def test_two_executions_started_together_move_once(fleet, minions, master, slow_flag):
+    delta, delta_root = minions["delta"]
+    roots = {**roots_by_id(fleet), delta.id: delta_root}
+    write_dataset(fleet["alpha"][1] / "race", LATER["race"])
+    before = on_disk(roots)
+    # Slow copies: the first execution still holds the lease when the second asks for it.
+    slow_flag.write_text("4")
+    clis = [master.salt_run_cli(timeout=300) for _ in range(2)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            runs = [pool.submit(cli.run, "eos_storage.rebalance", "dry_run=False") for cli in clis]
+            results = [run.result().data for run in runs]
+    finally:
+        slow_flag.unlink()
+    moving = [result for result in results if result["moved"]]
+    idle = [result for result in results if not result["moved"]]
+    assert len(moving) == 1 and len(idle) == 1, results
+    assert moving[0]["failed"] == [], moving[0]
+    assert "holds the rebalance lease" in idle[0]["blocked"][0], idle[0]
+    assert idle[0]["recovered"] == []
+    # Every dataset exists exactly once, byte-identical, where its placement says.
+    assert_moved(master, roots, before, moving[0]["moved"])
+    assert store(master).journal() == {}
+    assert read_lease(master) is None
+
+
+def read_lease(master):
+    held = salt.cache.factory(master.config).fetch(
+        registry.CLUSTER_BANK, datasets.REBALANCE_LEASE_KEY
+    )
+    return held or None

@@ -157,7 +157,7 @@ def cleanup_results(event_listener, master, minion, since, level, timeout=90):
     return []
 
 
-def test_emergency_orchestration_stops_services_only_when_files_were_not_enough(
+def test_the_emergency_reaction_stops_services_only_when_files_were_not_enough(
     event_listener, master, minion, loop_mount, planted
 ):
     # Files are enough: the tmp files left by the first test bring the disk under 80.

@@ -1,5 +1,6 @@
 """Datasets: declarations, settings, the registry banks, the move sequence and recovery."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -32,6 +33,7 @@ def test_declarations_default_role_and_path():
     ("given", "message"),
     [
         ({"../etc": {}}, "eos:datasets:../etc: '../etc' is not a dataset name"),
+        ({"orders\n": {}}, "eos:datasets:orders\n: 'orders\\n' is not a dataset name"),
         ({"a": {"path": "/etc"}}, "eos:datasets:a:path: '/etc' is not a relative path"),
         ({"a": {"path": "x/../../etc"}}, "must name a directory below the dataset root"),
         ({"a": {"path": ".eos-staging"}}, "must name a directory below the dataset root"),
@@ -83,6 +85,7 @@ def test_sizes_usage_commit_and_cleanup_on_a_dataset_root(tmp_path):
     (root / "orders").mkdir(parents=True)
     (root / "orders" / "a").write_bytes(b"x" * 300)
     (root / "orders" / "link").symlink_to("a")
+    (root / "evil\n").mkdir()  # not a dataset name: never offered as one
     assert datasets.top_level_dirs(str(root)) == ["orders"]
     assert datasets.local_sizes(str(root), {"orders": "orders", "gone": "gone"}) == {"orders": 300}
     assert datasets.node_usage(str(root), capacity_bytes=1000) == (1000, 300)
@@ -313,6 +316,41 @@ def test_a_move_interrupted_after_the_switch_is_finished_by_removing_the_source(
     assert store.journal() == {}
 
 
+def test_recovery_never_touches_a_move_of_the_run_holding_the_lease():
+    store, fleet = placed_store(), FakeFleet(fail="commit")
+    with pytest.raises(datasets.MoveFailed):
+        datasets.execute_move(store, MOVE, fleet.steps(), run="run-a")
+    assert store.journal()["a"]["run"] == "run-a"
+
+    fleet.fail = None
+    left = datasets.recover(store, fleet.steps(), live_run="run-a")
+
+    assert left == [{"dataset": "a", "action": "left alone: run run-a is moving it"}]
+    assert store.journal()["a"]["stage"] == datasets.PULLING
+    assert not [call for call in fleet.calls if call[0] == "clean"]
+    # Once that run no longer holds the lease, its entry is an interrupted move.
+    assert datasets.recover(store, fleet.steps(), live_run="run-b")[0]["action"] == (
+        "cleaned the partial copy on n2"
+    )
+
+
+def test_a_run_that_lost_its_lease_stops_before_changing_anything_more():
+    store, fleet = placed_store(), FakeFleet()
+    leased = iter([None])  # held for the first check, lost after the pull
+
+    def still_leased():
+        if next(leased, "lost") == "lost":
+            raise datasets.MoveFailed("run run-a lost the rebalance lease")
+
+    steps = dataclasses.replace(fleet.steps(), still_leased=still_leased)
+    with pytest.raises(datasets.MoveFailed, match="lost the rebalance lease"):
+        datasets.execute_move(store, MOVE, steps, run="run-a")
+
+    assert "commit" not in fleet.calls
+    assert store.placement("a")["node"] == "n1"
+    assert fleet.trees["n1"] == {"a": {"f": b"data"}}
+
+
 def test_a_move_whose_dataset_is_no_longer_on_its_source_is_refused():
     store, fleet = placed_store(), FakeFleet()
     store.place("a", "n3", 4)
@@ -421,15 +459,100 @@ def test_a_dry_run_plans_and_a_failed_data_node_blocks_execution(runner):
     assert journal_of(runner) == {}
 
 
-def test_the_reaction_plans_only_for_data_nodes_from_the_cleanup_level(runner):
+def test_a_second_execution_while_one_holds_the_lease_moves_nothing(runner):
+    from saltext.eos.runners import eos_storage
+    from saltext.eos.utils import lease as leases
+    from saltext.eos.utils import registry
+
+    held = leases.Lease(
+        runner.registry.cache, runner.registry.lock, registry.CLUSTER_BANK,
+        datasets.REBALANCE_LEASE_KEY, "rebalance", 60,
+    )  # fmt: skip
+    held.take("rebalance-other")
+
+    refused = eos_storage.rebalance(dry_run=False)
+
+    assert refused["moved"] == [] and refused["recovered"] == []
+    assert "run rebalance-other holds the rebalance lease" in refused["blocked"][0]
+    assert runner.context["retcode"] == 1
+    assert journal_of(runner) == {}
+    held.release("rebalance-other")
+    assert eos_storage.rebalance(dry_run=True)["moves"], "a plan is still made"
+
+
+def test_an_execution_releases_its_lease(runner):
+    from saltext.eos.utils import registry
+
+    runner.registry.set_status("n2", "failed", "test")  # blocked: nothing to move
+    runner.run(dry_run=False)
+
+    assert runner.registry.cache.fetch(registry.CLUSTER_BANK, datasets.REBALANCE_LEASE_KEY) == {}
+
+
+def node_answers(monkeypatch, used):
+    """The node's own answer when the reaction asks it: a report at ``used`` of 1000 bytes."""
     from saltext.eos.runners import eos_storage
 
+    asked = []
+
+    def ask(context, members):
+        asked.extend(members)
+        return {node: report({"a": 300, "b": 300}, used=used) for node in members}, []
+
+    monkeypatch.setattr(eos_storage, "_ask_reports", ask)
+    return asked
+
+
+def test_the_reaction_plans_only_for_data_nodes_from_the_cleanup_level(runner, monkeypatch):
+    from saltext.eos.runners import eos_storage
+
+    asked = node_answers(monkeypatch, used=760)  # 76 %: cleanup on the single profile
     assert "nothing to balance" in eos_storage.react("n1", level="warning")["comment"]
     assert eos_storage.react("w1", level="cleanup")["comment"] == "w1 is not a data node"
+    assert asked == [], "neither needed to ask the node"
     reaction = eos_storage.react("n1", level="cleanup")
+    assert asked == ["n1"]
+    assert reaction["measured_level"] == "cleanup"
     assert reaction["dry_run"] is True, "eos:rebalance:auto is false by default"
     assert len(reaction["moves"]) == 1
     assert journal_of(runner) == {}
+
+
+def test_a_forged_level_counts_for_nothing_the_node_measures_its_own(runner, monkeypatch):
+    from saltext.eos.runners import eos_storage
+
+    node_answers(monkeypatch, used=600)  # 60 %: warning
+
+    reaction = eos_storage.react("n1", level="emergency")
+
+    assert reaction["measured_level"] == "warning"
+    assert "nothing to balance" in reaction["comment"]
+    assert "moves" not in reaction
+
+
+def test_above_automatic_up_to_the_reaction_only_plans_even_with_auto(runner, monkeypatch):
+    from saltext.eos.runners import eos_storage
+
+    settings = {**datasets.REBALANCE_DEFAULTS, "auto": True}
+    real_context = eos_storage._context
+    monkeypatch.setattr(eos_storage, "_context", lambda: {**real_context(), "settings": settings})
+    node_answers(monkeypatch, used=950)  # critical, above the single scale's emergency
+
+    reaction = eos_storage.react("n1", level="critical")
+
+    assert reaction["automatic_up_to"] == "emergency"
+    assert reaction["dry_run"] is True
+    assert journal_of(runner) == {}
+
+
+@pytest.mark.parametrize("node", ["*", "data-*", "n1,n2", "n[12]"])
+def test_the_reaction_refuses_a_node_id_with_targeting_characters(runner, node):
+    from salt.exceptions import SaltInvocationError
+
+    from saltext.eos.runners import eos_storage
+
+    with pytest.raises(SaltInvocationError):
+        eos_storage.react(node, level="cleanup")
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,7 @@ def test_register_takes_the_preferred_role_from_config(eos_config, event_send):
     assert event_send.call_args.args[1]["preferred_role"] == "edge"
 
 
-@pytest.mark.parametrize("role", ["Data", "data node", 7])
+@pytest.mark.parametrize("role", ["Data", "data node", 7, "data\n"])
 def test_register_refuses_a_bad_role(role, event_send):
     with pytest.raises(SaltInvocationError, match=r"preferred_role: .* is not a role name"):
         eos_cluster_module.register(preferred_role=role)

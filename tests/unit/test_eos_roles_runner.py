@@ -111,6 +111,8 @@ def test_explain_and_validate(opts):
     assert eos_roles.validate() == {"valid": True, "problems": []}
     with pytest.raises(SaltInvocationError, match="'ghost' is not an accepted or active member"):
         eos_roles.explain("ghost")
+    with pytest.raises(SaltInvocationError, match="node id 'n\\*': '\\*' at position 2"):
+        eos_roles.explain("n*")
 
 
 def test_bad_inline_nodes_name_the_item(opts):

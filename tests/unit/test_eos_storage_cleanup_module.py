@@ -239,3 +239,93 @@ def test_diagnose_reports_largest_and_reclaimable_and_changes_nothing(tree):
 def test_diagnose_rejects_a_bad_count(tree):
     with pytest.raises(SaltInvocationError, match="n"):
         eos_storage_module.diagnose("/", n=0)
+
+
+# --- respond: the answer to a beacon event, on the node's own measurement -------------------
+
+
+def root_usage_percent():
+    stats = os.statvfs("/")
+    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+    available = stats.f_bavail * stats.f_frsize
+    return 100.0 * used / (used + available)
+
+
+def thresholds_measuring(level):
+    """Strictly increasing limits that put "/" (as used now) exactly at ``level``."""
+    usage = root_usage_percent()
+    levels = ("warning", "compress", "cleanup", "degraded", "emergency", "critical")
+    reached = levels.index(level) + 1
+    below = [usage * (n + 1) / (reached + 1) for n in range(reached)]
+    above = [usage + (100 - usage) * (n + 1) / (len(levels) - reached + 1)
+             for n in range(len(levels) - reached)]  # fmt: skip
+    return dict(zip(levels, below + above, strict=True))
+
+
+def events():
+    return [call.args for call in eos_storage_module.__salt__["event.send"].call_args_list]
+
+
+def test_a_mount_that_measures_below_compress_is_left_alone(tree):
+    eos_storage_module.__pillar__["eos"] = {"thresholds": thresholds_measuring("warning")}
+    rotated = old_file(tree["log"] / "app.log.3")
+
+    answer = eos_storage_module.respond("/")
+
+    assert answer["measured_level"] == "warning"
+    assert answer["action"] is None
+    assert answer["runs"] == []
+    assert rotated.exists()
+    assert events() == []
+
+
+def test_the_measured_level_above_the_cap_is_only_planned(tree):
+    eos_storage_module.__pillar__["eos"] = {
+        "thresholds": thresholds_measuring("emergency"),
+        "profile": {"cleanup": {"automatic_up_to": "cleanup"}},
+    }
+    # Emergency deletes rotated logs older than a day; cleanup level keeps them.
+    rotated = old_file(tree["log"] / "app.log.3")
+
+    answer = eos_storage_module.respond("/")
+
+    assert (answer["measured_level"], answer["action"]) == ("emergency", "cleanup")
+    assert [run["level"] for run in answer["runs"]] == ["cleanup"]
+    assert rotated.exists()
+    assert answer["held_back"]["held_back"] == "emergency"
+    assert answer["held_back"]["would_free_bytes"] >= 4096
+    assert answer["held_back"]["command"] == (
+        f"salt {MINION_ID} eos_storage.cleanup level=emergency mount=/ dry_run=False"
+    )
+    tags = [tag for tag, _ in events()]
+    assert f"eos/storage/held_back/{MINION_ID}" in tags
+
+
+def test_within_the_cap_files_go_first_at_the_measured_level(tree):
+    eos_storage_module.__pillar__["eos"] = {
+        "thresholds": thresholds_measuring("emergency"),
+        "profile": {"cleanup": {"automatic_up_to": "emergency"}},
+    }
+    rotated = old_file(tree["log"] / "app.log.3")
+
+    answer = eos_storage_module.respond("/")
+
+    assert answer["held_back"] is None
+    levels = [(run["level"], run["dry_run"]) for run in answer["runs"]]
+    # The target ("/" far below its real usage) is missed, so degrade follows the files.
+    assert levels == [("emergency", False), ("degrade", False)]
+    assert not rotated.exists()
+
+
+def test_an_unknown_mount_is_an_error_and_nothing_runs(tree):
+    with pytest.raises(Exception, match="not a mount point"):
+        eos_storage_module.respond(str(tree["log"]))
+    assert events() == []
+
+
+def test_a_bad_cap_is_a_command_error(tree):
+    eos_storage_module.__pillar__["eos"] = {
+        "profile": {"cleanup": {"automatic_up_to": "everything"}}
+    }
+    with pytest.raises(CommandExecutionError, match="automatic_up_to"):
+        eos_storage_module.respond("/")

@@ -11,6 +11,7 @@ import pytest
 from saltext.eos.utils import config
 from saltext.eos.utils import join
 from saltext.eos.utils import registry
+from tests.support.clock import Clock
 from tests.support.memory_cache import MemoryCache
 
 SMALL_CATALOGUE = {
@@ -18,17 +19,6 @@ SMALL_CATALOGUE = {
     for role in ("monolith", "edge", "core", "data", "app")
 }
 GB = 1000**3
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_750_000_000.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 class Fleet:
@@ -428,3 +418,71 @@ def test_a_failing_role_state_without_a_top_file_fails_the_join(reg, fleet, flow
 )
 def test_targeted_by_top(answer, targeted):
     assert join.targeted_by_top(answer) is targeted
+
+
+# --- the join token: a forged or repeated accepted event starts nothing ------------------------
+
+
+def test_acceptance_gives_the_record_a_join_token_and_activation_clears_it(reg, flow):
+    accept(reg, "n1")
+    token = reg.get("n1")["join_token"]
+    assert isinstance(token, str) and len(token) >= 20
+
+    flow.start("n1", "run-1", token=token)
+
+    assert reg.get("n1")["join_token"] is None, "a token starts one join"
+
+
+@pytest.mark.parametrize("token", ["", "guessed", None])
+def test_a_join_with_a_wrong_token_starts_nothing(reg, fleet, flow, token):
+    accept(reg, "n1")
+    real = reg.get("n1")["join_token"]
+
+    with pytest.raises(join.JoinFailed, match="forged or repeated"):
+        flow.start("n1", "run-forged", token=token if token is not None else 42)
+
+    assert flow.lease() is None
+    assert fleet.calls == []
+    assert reg.get("n1")["join_token"] == real, "the real event can still start the join"
+    assert flow.rollback("n1", "run-forged")["rolled_back"] is False
+    assert reg.get("n1")["status"] == "accepted"
+
+
+def test_a_forged_accepted_event_for_an_active_node_changes_nothing(reg, fleet, flow):
+    accept(reg, "n1")
+    add(flow, "n1")
+    accept(reg, "n2")
+    add(flow, "n2")
+    fleet.calls.clear()
+    before = roles(reg)
+
+    for attempt in range(3):
+        with pytest.raises(join.JoinFailed, match="not awaiting a join"):
+            flow.start("n1", f"forged-{attempt}", token="anything")
+
+    assert fleet.calls == [], "no checkpoint, no state run on any member"
+    assert roles(reg) == before
+    assert reg.get("n1")["status"] == "active"
+
+
+def test_a_repeated_event_with_a_used_token_starts_nothing(reg, flow):
+    accept(reg, "n1")
+    token = reg.get("n1")["join_token"]
+    flow.start("n1", "run-1", token=token)
+
+    with pytest.raises(join.JoinFailed, match="forged or repeated"):
+        flow.start("n1", "run-2", token=token)
+    assert flow.lease()["run"] == "run-1"
+
+
+def test_a_retry_after_a_failed_join_gets_a_new_token(reg, fleet, flow):
+    fleet.failing_state = {"n1"}
+    accept(reg, "n1")
+    first = reg.get("n1")["join_token"]
+    add(flow, "n1")
+    assert reg.get("n1")["status"] == "failed"
+    assert reg.get("n1")["join_token"] is None
+
+    reg.accept("n1")
+
+    assert reg.get("n1")["join_token"] not in (None, first)

@@ -263,6 +263,7 @@ DISK = {"name": "sda", "size_bytes": 1}
             "health:checks\\[1\\]:critical: 'yes' is not true or false",
         ),
         (lambda p: p.update(preferred_role="Data Node"), "preferred_role: 'Data Node' is not a"),
+        (lambda p: p.update(preferred_role="data\n"), "preferred_role: 'data\\\\n' is not a"),
         (
             lambda p: p["resources"].update(
                 disks=[{"name": "sda", "size_bytes": 1, "storage_type": "floppy"}]
@@ -271,7 +272,7 @@ DISK = {"name": "sda", "size_bytes": 1}
         ),
         (lambda p: p["resources"].update(disks=big_list(300, DISK)), "300 items, over the cap"),
         (lambda p: p["resources"].update(labels=["a"]), "resources:labels: \\['a'\\] is not a"),
-        (lambda p: p["resources"].update(hostname="h" * 300), "hostname: longer than 255"),
+        (lambda p: p["resources"].update(hostname="h" * 300), "hostname: longer than 253"),
         (lambda p: p.update(sent_at_ms=1.5), "sent_at_ms: 1.5 is not a whole number"),
         (lambda p: p["resources"].update(network={"link_speed_mbps": -5}), "outside 0..10000000"),
     ],
@@ -328,11 +329,57 @@ def test_a_claimed_id_is_kept_aside_not_used():
 
 
 @pytest.mark.parametrize(
-    "node_id", ["", None, "a/b", "..", "back\\slash", "tab\there", "a,b", "x" * 300]
+    "node_id",
+    ["web-1", "web_1", "WEB01", "_build", "10.0.0.7", "web-1.example.com", "fqdn.", "x" * 253],
 )
-def test_node_ids_that_cannot_name_a_record(node_id):
-    with pytest.raises(registry.InvalidNodeId):
+def test_host_names_and_fqdns_are_node_ids(node_id):
+    assert registry.check_node_id(node_id) == node_id
+
+
+# Every character with a meaning to Salt's targeting (glob, list, compound, grain and range
+# targets, pcre), to a path, a shell or salt-run's key=value.
+TARGETING_CHARACTERS = "*?[]!@,:|&(){}^~%$#\"';<>=/\\+`"
+
+
+@pytest.mark.parametrize("char", TARGETING_CHARACTERS)
+def test_a_targeting_character_is_refused_naming_the_id_and_the_character(char):
+    node_id = f"web{char}1"
+    with pytest.raises(registry.InvalidNodeId) as refused:
         registry.check_node_id(node_id)
+    assert str(refused.value).startswith(f"node id {node_id!r}: {char!r} at position 4 is ")
+
+
+@pytest.mark.parametrize(
+    ("node_id", "message"),
+    [
+        ("", "node id '' is not a non-empty string"),
+        (None, "node id None is not a non-empty string"),
+        ("web-1\n", "'\\n' (U+000A) at position 6 is whitespace"),
+        ("node 1", "' ' (a space) at position 5 is whitespace"),
+        ("tab\there", "'\\t' (U+0009) at position 4 is whitespace"),
+        ("nul\x00", "(U+0000) at position 4 is a control character"),
+        ("w\u0435b-1", "'\u0435' (U+0435) at position 2 is not ASCII"),
+        ("web\u00a01", "(U+00A0) at position 4 is not ASCII"),
+        (".", "starts with '.'"),
+        ("..", "starts with '.'"),
+        (".hidden", "starts with '.'"),
+        ("-rf", "starts with '-': a command line reads it as an option"),
+        ("x" * 254, "254 characters, longer than 253"),
+    ],
+)
+def test_node_ids_breaking_the_rule_are_refused_with_the_reason(node_id, message):
+    with pytest.raises(registry.InvalidNodeId) as refused:
+        registry.check_node_id(node_id)
+    assert message in str(refused.value)
+
+
+def test_a_node_with_a_glob_id_gets_no_record(reg):
+    bootstrap(reg)
+    with pytest.raises(registry.InvalidNodeId, match="glob wildcard"):
+        reg.register("first*", registration(), AUTO, never_matches)
+    with pytest.raises(registry.InvalidNodeId, match="glob character class"):
+        reg.note_pending_key("fir[st]", AUTO, never_matches)
+    assert reg.node_ids() == ["first"]
 
 
 # --- records and transitions ---------------------------------------------------------------------
@@ -408,6 +455,75 @@ def test_an_older_registration_does_not_overwrite_a_newer_one(reg):
     outcome = reg.register("first", registration(sent_at_ms=1000), MANUAL, never_matches)
     assert outcome.note == "older than the registration already recorded"
     assert reg.get("first")["resources"]["cpu_cores"] == 8
+
+
+SKEW = registry.DEFAULT_MAX_CLOCK_SKEW
+
+
+def master_ms(reg):
+    """The registry clock's next reading, in ms (the Clock moves 1 s per reading)."""
+    return int((reg.clock.now + 1) * 1000)
+
+
+def test_a_registration_from_a_clock_too_far_ahead_is_refused_and_writes_nothing(reg, events):
+    ahead = master_ms(reg) + (SKEW + 60) * 1000
+    with pytest.raises(registry.ClockSkew) as refused:
+        reg.register("n", registration(sent_at_ms=ahead), AUTO, never_matches)
+    message = str(refused.value)
+    assert "sent 360 s ahead of the master's clock" in message
+    assert "eos:registration:max_clock_skew_seconds (300 s)" in message
+    assert "set n's clock right" in message
+    assert reg.get("n") is None
+    assert reg.summary()["cluster_id"] is None
+    assert events == []
+
+
+def test_a_registration_within_the_skew_is_recorded(reg):
+    ahead = master_ms(reg) + (SKEW - 10) * 1000
+    reg.register("n", registration(sent_at_ms=ahead, cpu_cores=2), MANUAL, never_matches)
+    assert reg.get("n")["registration_sent_at_ms"] == ahead
+    assert reg.get("n")["resources"]["cpu_cores"] == 2
+
+
+def test_the_skew_is_the_master_setting(tmp_path):
+    opts = {"cachedir": str(tmp_path), "__role": "master"}
+    assert registry.open_registry(opts, cache=MemoryCache()).max_clock_skew == SKEW
+    opts["eos"] = {"registration": {"max_clock_skew_seconds": 30}}
+    reg = registry.open_registry(opts, cache=MemoryCache())
+    assert reg.max_clock_skew == 30
+    with pytest.raises(registry.ClockSkew, match=r"over .*max_clock_skew_seconds \(30 s\)"):
+        reg.register(
+            "n", registration(sent_at_ms=int((time.time() + 60) * 1000)), MANUAL, never_matches
+        )
+    opts["eos"] = {"registration": {"max_clock_skew_seconds": -1}}
+    with pytest.raises(config.InvalidConfig, match="max_clock_skew_seconds: -1 must be >= 0"):
+        registry.open_registry(opts, cache=MemoryCache())
+
+
+def test_a_record_stored_from_a_clock_far_ahead_does_not_lock_the_node_out(reg):
+    # Stored before the skew check, or before the master's clock was set back.
+    reg.register("n", registration(sent_at_ms=master_ms(reg), cpu_cores=2), MANUAL, never_matches)
+    record = reg.get("n")
+    record["registration_sent_at_ms"] = master_ms(reg) + 86_400_000
+    reg.cache.store(registry.NODES_BANK, "n", record)
+    outcome = reg.register(
+        "n", registration(sent_at_ms=master_ms(reg), cpu_cores=8), MANUAL, never_matches
+    )
+    assert outcome.note != "older than the registration already recorded"
+    assert reg.get("n")["resources"]["cpu_cores"] == 8
+    # From then on the order holds again.
+    newest = reg.get("n")["registration_sent_at_ms"]
+    outcome = reg.register("n", registration(sent_at_ms=newest - 1), MANUAL, never_matches)
+    assert outcome.note == "older than the registration already recorded"
+    assert reg.get("n")["resources"]["cpu_cores"] == 8
+
+
+def test_a_record_ahead_within_the_skew_still_orders_registrations(reg):
+    ahead = master_ms(reg) + 60_000
+    reg.register("n", registration(sent_at_ms=ahead, cpu_cores=8), MANUAL, never_matches)
+    outcome = reg.register("n", registration(sent_at_ms=ahead - 1), MANUAL, never_matches)
+    assert outcome.note == "older than the registration already recorded"
+    assert reg.get("n")["resources"]["cpu_cores"] == 8
 
 
 def test_a_rejected_node_stays_rejected(reg, events):
@@ -681,7 +797,7 @@ def test_preregistering_a_known_id_is_refused(reg):
         ({"resources": {"cpu_cores": 0, "memory_bytes": 1}}, "resources:cpu_cores: 0 is outside"),
         ({"preferred_role": "Data"}, "preferred_role: 'Data' is not a role name"),
         ({"labels": ["a"]}, "labels: \\['a'\\] is not a mapping"),
-        ({"address": "x" * 300}, "address: longer than 255"),
+        ({"address": "x" * 300}, "address: longer than 253"),
     ],
 )
 def test_bad_preregistration_fields_are_named(given, message):

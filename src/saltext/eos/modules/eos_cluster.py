@@ -40,12 +40,13 @@ Bootstrap (``eos_cluster.bootstrap``, state ``eos_cluster.bootstrapped``), every
         master_config_dir: /etc/salt/master.d   # default: master.d beside the minion config
         startup_state: true       # once active, the node applies eos.roles at every start
 
-The drop-ins it writes: ``minion.d/eos.conf`` (``master``, ``id``, ports, ``startup_states``
-and ``eos_bootstrap``, the record of what was done) and, in single mode, ``master.d/eos.conf``
-(the README's master block, ``discovery`` with the mapping ``eos_cluster: <name>``,
-``eos:join:state: eos.roles`` unless the site's master config sets ``eos:join:state``). Salt
-lays a drop-in over the main config file key by key, so single mode refuses to run while the
-main master file sets one of the drop-in's keys (it would be hidden).
+The drop-ins it writes: ``minion.d/eos.conf`` (``master``, ``id``, ports, ``startup_states``,
+Salt's ``master_finger`` when one is given, and ``eos_bootstrap``, the record of what was
+done) and, in single mode, ``master.d/eos.conf`` (the README's master block, ``discovery``
+with the mapping ``eos_cluster: <name>``, ``eos:join:state: eos.roles`` unless the site's
+master config sets ``eos:join:state``). Salt lays a drop-in over the main config file key by
+key, so single mode refuses to run while the main master file sets one of the drop-in's keys
+(it would be hidden).
 
 Events:
 
@@ -183,7 +184,7 @@ def register(preferred_role=None):
     Returns ``{sent, tag, preferred_role, resources, health}``.
     """
     role = preferred_role if preferred_role is not None else _layers().get("node", "preferred_role")
-    if role is not None and (not isinstance(role, str) or not registry.ROLE_NAME.match(role)):
+    if role is not None and (not isinstance(role, str) or not registry.ROLE_NAME.fullmatch(role)):
         raise SaltInvocationError(f"preferred_role: {role!r} is not a role name such as data")
     payload = {
         "resources": resources(),
@@ -219,6 +220,7 @@ def bootstrap(
     wait=True,
     timeout=None,
     master_config_dir=None,
+    master_finger=None,
 ):
     """
     Bring this host into an EOS cluster: as a one-node cluster (``single``), by joining a
@@ -234,6 +236,7 @@ def bootstrap(
         salt-call --local eos_cluster.bootstrap mode=join master=salt.example.com:4506
         salt-call --local eos_cluster.bootstrap mode=discover cluster=prod
         salt-call --local eos_cluster.bootstrap mode=discover dry_run=True
+        salt-call --local eos_cluster.bootstrap mode=discover cluster=prod master_finger=4f:1e:...
 
     mode
         ``single``: this host becomes master and only node (master drop-in with EOS's master
@@ -261,6 +264,14 @@ def bootstrap(
         Seconds to wait for the join (default ``eos:bootstrap:timeout``, 900).
     master_config_dir
         The master's drop-in directory (default: master.d beside the minion config file).
+    master_finger
+        ``join`` and ``discover``: the fingerprint of the master's public key as
+        ``salt-key -F master`` prints it there (with this minion's ``hash_type``, default
+        sha256). The minion drop-in carries it as Salt's ``master_finger``, so salt-minion
+        refuses a master with another key; the bootstrap fails with both fingerprints (and
+        rolls back) when its salt-calls meet such a master. Discover picks the master that
+        announces this fingerprint (``eos_master_finger`` in its SSDP mapping) and drops one
+        announcing another.
 
     Before the first change a checkpoint of EOS's drop-ins (and of the salt-master and
     salt-minion service states) is taken with the node checkpoints (``eos_cluster
@@ -280,7 +291,17 @@ def bootstrap(
             options = dataclasses.replace(
                 options, timeout=bootstrapping.positive(timeout, "timeout")
             )
-        req = bootstrapping.request(mode, master, port, publish_port, cluster, minion_id)
+        req = bootstrapping.request(
+            mode,
+            master,
+            port,
+            publish_port,
+            cluster,
+            minion_id,
+            master_finger,
+            __opts__.get("hash_type") or bootstrapping.DEFAULT_HASH_TYPE,
+        )
+        node = bootstrapping.node_id(req, __opts__["id"])
     except bootstrapping.InvalidRequest as err:
         raise SaltInvocationError(str(err)) from err
     if req.cluster is None and options.cluster is not None:
@@ -292,7 +313,6 @@ def bootstrap(
         __opts__.get("default_include") or "minion.d/*.conf",
         master_config_dir or options.master_config_dir,
     )
-    node = req.minion_id or __opts__["id"]
     summary = {
         "mode": mode,
         "minion_id": node,
@@ -310,7 +330,7 @@ def bootstrap(
         return _already(summary, req, where, current)
     if mode == "discover":
         try:
-            found = _discover(req.cluster)
+            found = _discover(req.cluster, req.master_finger)
         except bootstrapping.StepFailed as err:
             __context__["retcode"] = 1
             return {
@@ -470,7 +490,7 @@ def _check_services(steps):
             )
 
 
-def _discover(cluster):
+def _discover(cluster, master_finger=None):
     """The one EOS master Salt's SSDP discovery finds, or StepFailed('discover')."""
     try:
         options = bootstrapping.discovery_options(__opts__.get("discovery"))
@@ -493,7 +513,7 @@ def _discover(cluster):
     found = bootstrapping.matching(
         bootstrapping.candidates(answers), cluster, options["mapping"], options["match"]
     )
-    return bootstrapping.choose(found, cluster)
+    return bootstrapping.choose(bootstrapping.pinned(found, master_finger), cluster)
 
 
 def _bootstrap_world():
@@ -544,7 +564,13 @@ def _bootstrap_world():
         service=service,
         salt_call=_salt_call,
         ports_open=_ports_open,
+        master_key_cache=_master_key_cache(),
     )
+
+
+def _master_key_cache():
+    pki_dir = __opts__.get("pki_dir")
+    return os.path.join(pki_dir, bootstrapping.MASTER_KEY_CACHE) if pki_dir else None
 
 
 def _salt_call_command():

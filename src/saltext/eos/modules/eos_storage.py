@@ -41,7 +41,7 @@ key is optional and the defaults are shown (see docs/cleanup.md for each step):
       cleanup:
         # compress
         log_dirs: [/var/log]
-        log_exclude: ["*.journal", "*.journal~", wtmp, btmp, lastlog, faillog]
+        log_exclude: [wtmp, btmp, lastlog, faillog]
         compress_after_days: 7
         compress_level: 6
         # cleanup
@@ -66,13 +66,16 @@ key is optional and the defaults are shown (see docs/cleanup.md for each step):
         emergency_journal_max_size: 100M
         truncate_over: 100M
         # every level
-        preserve_paths: []          # paths or globs added to the critical data; always win
+        protected: {}               # {class: {paths, names, reason}} added to the built-in
+        preserve_paths: []          # paths or globs added to the protected data; always win
         target_margin: 5            # default target: the level's threshold minus this
         max_listed_files: 100
         command_timeout: 1800
 
-Critical data is never touched, whatever the settings: ``/etc``, ``/var/lib/mysql``,
-``/var/lib/postgresql``, ``/var/lib/vault``, ``/home``, ``*.key``, ``*.crt``, ``*.pem``.
+Protected data is never touched, whatever the settings: database binary and write-ahead
+logs (MySQL, PostgreSQL, etcd, ZooKeeper, Kafka, Redis, MongoDB, Elasticsearch), journal
+files, ``/etc``, ``/var/lib/mysql``, ``/var/lib/postgresql``, ``/var/lib/vault``, ``/home``,
+keys and certificates; docs/cleanup.md lists every class.
 
 Events:
 
@@ -81,6 +84,10 @@ Events:
 ``eos/storage/critical``
     From ``cleanup level=critical``: ``{mount, usage, diagnosis}``. Nothing was deleted; a
     human must act.
+``eos/storage/held_back/<minion id>``
+    From ``respond``, when the level measured is above ``eos:profile:cleanup:automatic_up_to``:
+    ``{mount, measured_level, automatic_up_to, held_back, would_free_bytes, command}``; what
+    the measured level would do was only planned (a dry run). An operator decides.
 
 Filesystem advice and provisioning (``recommend_filesystem``, ``filesystems``,
 ``provision``; see docs/filesystems.md). ``filesystems`` learns a mount's workload from
@@ -107,6 +114,7 @@ from saltext.eos.utils import fsadvice
 from saltext.eos.utils import metrics as prometheus
 from saltext.eos.utils import mounts
 from saltext.eos.utils import provision as provision_engine
+from saltext.eos.utils import response
 from saltext.eos.utils import thresholds as threshold_engine
 from saltext.eos.utils import walk
 
@@ -277,8 +285,9 @@ def cleanup(level, mount="/", dry_run=None, target_percent=None, services=True):
     truncates huge live logs. ``critical`` deletes nothing: it fires ``eos/storage/critical``
     with a diagnosis and returns it, since a human must act.
 
-    Only configured directories on this filesystem are touched, symlinks are never followed,
-    and critical data and ``eos:cleanup:preserve_paths`` are never touched. A second real run
+    Only configured directories on this mount are touched (never through a bind mount),
+    symlinks are never followed, and protected data (docs/cleanup.md) and
+    ``eos:cleanup:preserve_paths`` are never touched. A second real run
     while one is going on is refused.
 
     CLI Example:
@@ -349,6 +358,68 @@ def cleanup(level, mount="/", dry_run=None, target_percent=None, services=True):
         if not result["target_reached"]:
             __context__["retcode"] = 1
     return result
+
+
+def respond(mount="/"):
+    """
+    Answer a storage beacon event for ``mount``, as the reactor asks: measure the mount here
+    and recover space for the level measured, never for the level the event claimed (events
+    can be forged by other minions) and never above ``eos:profile:cleanup:automatic_up_to``.
+
+    compress and cleanup run that cleanup level; degraded and emergency clean files first and
+    stop services (degrade) only when the files were not enough; critical deletes nothing
+    and fires ``eos/storage/critical``. Above the cap, the cap's level runs and the measured
+    level is only planned (a dry run), reported in ``held_back`` and by
+    ``eos/storage/held_back/<minion id>``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web-1 eos_storage.respond mount=/var
+
+    mount
+        The mount point the event named. A path that is not a mount point here is an error.
+
+    Returns ``{mount, measured_level, usage_percent, action, automatic_up_to, held_back,
+    runs}``: ``runs`` are the cleanup results, in order.
+    """
+    layers = _layers()
+    try:
+        cap = response.automatic_up_to(layers)
+    except config.InvalidConfig as err:
+        raise CommandExecutionError(str(err)) from err
+    ((point, measured),) = analyze(mount=mount).items()
+    if measured.get("error"):
+        raise CommandExecutionError(f"{point}: not measured: {measured['error']}")
+    decision = response.decide(measured["level"], cap)
+    runs = []
+    if decision.action in response.FILES_FIRST:
+        runs.append(cleanup(decision.action, point, dry_run=False, services=False))
+        if not runs[-1]["target_reached"]:
+            runs.append(cleanup("degrade", point, dry_run=False))
+    elif decision.action is not None:
+        runs.append(cleanup(decision.action, point, dry_run=False))
+    held_back = None
+    if decision.held_back is not None:
+        planned = cleanup(decision.held_back, point, dry_run=True)
+        held_back = {
+            "mount": point,
+            "measured_level": decision.measured_level,
+            "automatic_up_to": cap,
+            "held_back": decision.held_back,
+            "would_free_bytes": planned["freed_bytes"],
+            "command": f"salt {__grains__['id']} eos_storage.cleanup "
+            f"level={decision.held_back} mount={point} dry_run=False",
+        }
+        _send_event(f"eos/storage/held_back/{__grains__['id']}", held_back)
+    return {
+        "mount": point,
+        "usage_percent": measured["usage_percent"],
+        **decision.as_dict(),
+        "held_back": held_back,
+        "runs": runs,
+    }
 
 
 def diagnose(mount="/", n=10, time_budget=10):

@@ -17,8 +17,12 @@
   When any step fails, rollback restores the assignment, marks the node failed
   (eos/cluster/node/<id>/failed with the step and the error), rolls the minions back to their
   checkpoints and re-applies the previous roles where they changed. Accepting the node again
-  (salt-run eos_cluster.accept <id>) retries. Running this again for an active node changes
-  nothing.
+  (salt-run eos_cluster.accept <id>) retries. Running this again by hand for an active node
+  changes nothing.
+
+  The reactor also passes eos_join:token, the join_token of the accepted event: start goes
+  on only when it is the node's current acceptance's, and uses it up, so a forged or
+  repeated accepted event starts nothing (it fails at start and touches no node).
 -#}
 {%- set options = salt['pillar.get']('eos_join', {}) %}
 {%- set node = options.get('node') %}
@@ -36,6 +40,9 @@ eos_join_{{ step }}:
     - name: eos_join.{{ step }}
     - node: {{ node | json }}
     - run: {{ run | json }}
+{%- if loop.first and 'token' in options %}
+    - token: {{ options['token'] | string | json }}
+{%- endif %}
 {%- if not loop.first %}
     - require:
       - salt: eos_join_{{ loop.previtem }}

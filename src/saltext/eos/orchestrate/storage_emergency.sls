@@ -1,6 +1,7 @@
 {#-
-  Space recovery at the degraded or emergency level, started by
-  reactor/storage_threshold.sls with pillar eos_event: {minion, mount, level}.
+  Space recovery at the degraded or emergency level, for an operator (the reactor asks the
+  minion itself, eos_storage.respond), with pillar eos_event: {minion, mount, level}; the
+  minion is targeted by its exact id.
 
     salt-run state.orchestrate eos.orchestrate.storage_emergency \
         pillar='{"eos_event": {"minion": "web-1", "mount": "/var", "level": "emergency"}}'
@@ -23,7 +24,8 @@ eos_event_missing:
 eos_clean_files:
   salt.function:
     - name: eos_storage.cleanup
-    - tgt: {{ minion | json }}
+    - tgt: {{ [minion] | json }}
+    - tgt_type: list
     - kwarg:
         level: {{ level }}
         mount: {{ mount | json }}
@@ -33,7 +35,8 @@ eos_clean_files:
 eos_degrade_services:
   salt.function:
     - name: eos_storage.cleanup
-    - tgt: {{ minion | json }}
+    - tgt: {{ [minion] | json }}
+    - tgt_type: list
     - kwarg:
         level: degrade
         mount: {{ mount | json }}
@@ -44,7 +47,8 @@ eos_degrade_services:
 eos_reanalyze:
   salt.function:
     - name: eos_storage.analyze
-    - tgt: {{ minion | json }}
+    - tgt: {{ [minion] | json }}
+    - tgt_type: list
     - kwarg:
         mount: {{ mount | json }}
     - order: last

@@ -24,7 +24,8 @@ Each minion gets, from the cluster registry (see the ``eos_cluster`` runner):
         critical: 95
       roles: [data]               # this node's roles in the current assignment, or []
       cluster_id: 3f2a...
-      node_status: accepted       # null for a minion the registry does not know
+      node_status: accepted       # null for a minion the registry does not know (also
+                                  # one whose id breaks the node id rule: a warning says so)
       profile:                    # what else the scale decides
         monitoring_interval: 120
         cleanup: {automatic_up_to: degraded}
@@ -93,7 +94,9 @@ def ext_pillar(minion_id, pillar, *args, **kwargs):  # pylint: disable=unused-ar
 def _own_record(reg, minion_id):
     try:
         return reg.get(minion_id)
-    except registry.InvalidNodeId:
+    except registry.InvalidNodeId as err:
+        # The registry never holds such a node: the minion gets the cluster, not a place in it.
+        log.warning("eos ext_pillar: no registry record for this minion: %s", err)
         return None
 
 

@@ -11,14 +11,20 @@
       - 'eos/cluster/node/*/accepted':
         - salt://eos/reactor/node_join.sls
 
-  Thin on purpose: the runner eos_cluster.register validates and decides everything.
+  Thin on purpose: the runner eos_cluster.register validates and decides everything. It
+  refuses, naming the character, a data['id'] that breaks the node id rule (docs/cluster.md,
+  "Node ids": glob and targeting characters, whitespace, a leading '-' or '.', non-ASCII);
+  such a minion gets no record and its Salt key is left as it is.
     salt/auth, act pend    a pending record for data['id'] (the runner checks that Salt
                            really holds a pending key); the acceptance policy may accept it
     eos/cluster/register   the registration data['data'] of data['id'], the minion id Salt
                            authenticated; the runner also checks the payload's signature
     eos/cluster/node/<id>/accepted
-                           orchestrate/node_addition.sls for data['id']; its first step
-                           checks in the registry that the node really is accepted
+                           orchestrate/node_addition.sls for data['id'] with the event's
+                           join_token; its first step goes on only when the registry holds
+                           that token for the node's current acceptance, and uses it up:
+                           a minion can forge this event (a batched _minion_event is fired
+                           as written), but not the token
 -#}
 {%- if tag == 'salt/auth' and data.get('act') == 'pend' and data.get('id') %}
 eos_cluster_pending_key:
@@ -40,4 +46,5 @@ eos_node_addition:
       - pillar:
           eos_join:
             node: {{ data['id'] | json }}
+            token: {{ (data.get('join_token') or '') | string | json }}
 {%- endif %}

@@ -6,36 +6,24 @@
       - 'salt/beacon/*/eos_storage/*':
         - salt://eos/reactor/storage_threshold.sls
 
-  One reaction per level and no heavy Jinja: Salt renders reactions one after another.
-  Every action re-measures on the minion first: cleanup stops as soon as the mount is under
-  its target, so an event for a disk that is no longer full frees nothing.
+  Nothing in this event is trusted: beacons send their events in a batch, and the master
+  fires each with the tag and data exactly as the sending minion wrote them, so any minion
+  can send one in another's name. The event only names a minion (exactly: tgt_type list, so
+  '*' or 'data-*' match no one) and a mount; that minion measures the mount itself and acts
+  on its own level (eos_storage.respond), never above eos:profile:cleanup:automatic_up_to.
+  A forged event costs a re-measure.
     warning, none          nothing to do: the event itself is the record
-    compress, cleanup      eos_storage.cleanup at that level on that minion and mount
-    degraded, emergency    orchestrate/storage_emergency.sls (services only if needed)
-    critical               eos_storage.cleanup level=critical: fires eos/storage/critical
-                           with a diagnosis and deletes nothing more
+    compress ... critical  eos_storage.respond mount=<mount> on that minion
 -#}
 {%- set level = data.get('level') %}
 {%- set minion = data.get('id') %}
 {%- set mount = data.get('mount') %}
-{%- if minion and mount %}
-{%- if level in ('compress', 'cleanup', 'critical') %}
-eos_storage_{{ level }}:
-  local.eos_storage.cleanup:
-    - tgt: {{ minion | json }}
+{%- if minion is string and mount is string and mount.startswith('/')
+      and level in ('compress', 'cleanup', 'degraded', 'emergency', 'critical') %}
+eos_storage_respond:
+  local.eos_storage.respond:
+    - tgt: {{ [minion] | json }}
+    - tgt_type: list
     - kwarg:
-        level: {{ level }}
         mount: {{ mount | json }}
-        dry_run: false
-{%- elif level in ('degraded', 'emergency') %}
-eos_storage_{{ level }}:
-  runner.state.orchestrate:
-    - args:
-      - mods: eos.orchestrate.storage_emergency
-      - pillar:
-          eos_event:
-            minion: {{ minion | json }}
-            mount: {{ mount | json }}
-            level: {{ level }}
-{%- endif %}
 {%- endif %}

@@ -16,6 +16,8 @@ Master configuration, every key optional:
         small: 2
         medium: 4
         distributed: 7
+      registration:
+        max_clock_skew_seconds: 300   # refuse registrations sent further ahead of this clock
     reactor:
       - 'salt/auth':
         - salt://eos/reactor/node_join.sls
@@ -82,12 +84,15 @@ def register(node_id=None, payload=None, pending_key=False):
 
     node_id
         The minion id Salt authenticated: the event envelope's ``data['id']``, never an id
-        inside the payload.
+        inside the payload. An id that breaks the node id rule (``saltext.eos.utils.nodeid``:
+        glob or targeting characters, whitespace, a leading ``-`` or ``.``, non-ASCII, over
+        253 characters) is refused with the reason, its Salt key left as it is.
     payload
         ``{resources, health, preferred_role, sent_at_ms, signature}`` as the minion's
         ``eos_cluster.register`` sends it. It must be signed with node_id's accepted Salt key;
-        anything malformed, too large or not signed by node_id is refused, logged and leaves
-        the registry unchanged.
+        anything malformed, too large, not signed by node_id or sent more than
+        ``eos:registration:max_clock_skew_seconds`` (300) ahead of the master's clock is
+        refused, logged and leaves the registry unchanged.
     pending_key
         True: node_id has a pending Salt key; create its pending record.
 
@@ -115,7 +120,10 @@ def register(node_id=None, payload=None, pending_key=False):
                 registration.claimed_id,
                 node_id,
             )
-        outcome = _apply(reg, reg.register, node_id, registration, policy, _grains_match)
+        try:
+            outcome = _apply(reg, reg.register, node_id, registration, policy, _grains_match)
+        except registry.ClockSkew as err:
+            return _refused(node_id, str(err))
     key = _accept_key(node_id) if "accepted" in outcome.transitions else None
     return {**_report(outcome), "registered": True, **({"key": key} if key else {})}
 

@@ -58,7 +58,7 @@ def __virtual__():
     return __virtualname__
 
 
-def start(node, run):
+def start(node, run, token=None):
     """
     Take the join lease for ``node`` (waiting while another node joins) and checkpoint the
     assignment and scale.
@@ -73,8 +73,12 @@ def start(node, run):
         An accepted (or active) node.
     run
         A token naming this join; every later step must give the same one.
+    token
+        The ``join_token`` of the accepted event, which the reactor passes: it must be the
+        node's current acceptance's and is used up, so a forged or repeated event starts
+        nothing. An operator leaves it out.
     """
-    return _do("start", node, run)
+    return _do("start", node, run, token=token)
 
 
 def health(node, run):
@@ -177,13 +181,13 @@ def status(node=None):
     return flow.record(node) or {}
 
 
-def _do(step, node, run):
+def _do(step, node, run, **extra):
     _check_node(node)
     if not isinstance(run, str) or not run.strip():
         raise SaltInvocationError(f"run: {run!r} must be a non-empty token naming this join")
     flow = _flow()
     try:
-        return getattr(flow, step)(node, run)
+        return getattr(flow, step)(node, run, **extra)
     except join.JoinFailed as err:
         raise CommandExecutionError(f"join of {node}, step {step}: {err}") from err
     except registry.RegistryError as err:

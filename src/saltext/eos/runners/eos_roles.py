@@ -130,6 +130,10 @@ def explain(node_id):
 
         salt-run eos_roles.explain node-7
     """
+    try:
+        registry.check_node_id(node_id)
+    except registry.InvalidNodeId as err:
+        raise SaltInvocationError(str(err)) from err
     members = _members(_registry())
     if node_id not in {member["id"] for member in members}:
         raise SaltInvocationError(f"node {node_id!r} is not an accepted or active member")

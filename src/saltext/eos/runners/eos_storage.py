@@ -17,6 +17,11 @@ Master configuration, every key optional (``docs/rebalance.md`` has the details)
         bwlimit_kbps: null                     # per move (rsync --bwlimit)
         concurrency: 1                         # moves at once
         auto: false                            # the reactor executes, not only plans
+        lease_seconds: 1800                    # one execution at a time, cluster-wide
+
+An execution (``dry_run=False``) holds the cluster's rebalance lease, named after its run,
+from its recovery of interrupted moves to its last move: a second execution started
+meanwhile moves nothing and says which run holds the lease.
 
 Each data node sets its dataset root in its own config (``eos:dataset:root``, see the
 ``eos_dataset`` execution module).
@@ -30,6 +35,7 @@ Events:
 
 import concurrent.futures
 import logging
+import uuid
 
 import salt.cache
 import salt.client
@@ -39,8 +45,10 @@ from salt.exceptions import SaltInvocationError
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
 from saltext.eos.utils import events
+from saltext.eos.utils import lease as leases
 from saltext.eos.utils import rebalance as planner
 from saltext.eos.utils import registry
+from saltext.eos.utils import thresholds
 from saltext.eos.utils import transfer
 
 log = logging.getLogger(__name__)
@@ -131,6 +139,31 @@ def rebalance(threshold=None, dry_run=True, exclude_nodes=None, exclude_datasets
             exclude_datasets, set(context["declared"]), "exclude_datasets", "dataset"
         ),
     }
+    if dry_run:
+        return _rebalance(context, threshold, excluded, dry_run)
+    run = f"rebalance-{uuid.uuid4().hex[:16]}"
+    lease = _lease(context)
+    try:
+        lease.take(run, by="eos_storage.rebalance")
+    except leases.LeaseBusy as busy:
+        __context__["retcode"] = 1
+        return {
+            "dry_run": False,
+            "blocked": [f"{busy}: nothing moved"],
+            "moved": [],
+            "failed": [],
+            "recovered": [],
+            "lease": busy.holder,
+            "retcode": 1,
+        }
+    context["run"] = run
+    try:
+        return _rebalance(context, threshold, excluded, dry_run)
+    finally:
+        lease.release(run)
+
+
+def _rebalance(context, threshold, excluded, dry_run):
     recovered = []
     if not dry_run:
         # Plan once on the stored reports first: input the planner refuses (a pin on a node
@@ -138,7 +171,7 @@ def rebalance(threshold=None, dry_run=True, exclude_nodes=None, exclude_datasets
         stored_plan, stored_records, _ = _plan(context, threshold, excluded)
         # A refused run changes nothing, not even the cleanup of earlier moves.
         if not datasets.blockers(stored_records, stored_plan.roles):
-            recovered = datasets.recover(context["store"], _steps(context))
+            recovered = datasets.recover(context["store"], _steps(context), live_run=context["run"])
     gathered = _refresh(context)
     plan, records, unreported = _plan(context, threshold, excluded)
     result = {
@@ -157,6 +190,7 @@ def rebalance(threshold=None, dry_run=True, exclude_nodes=None, exclude_datasets
     else:
         moved, failed = _execute(context, [move.as_dict() for move in plan.moves])
         result.update(moved=moved, failed=failed, journal=list(context["store"].journal().values()))
+    result["run"] = context["run"]
     # salt-run exits with a returned retcode, and an orchestration's salt.runner step fails
     # on the context's: a refused or partly done rebalance must not look like a finished one.
     result["retcode"] = 1 if result["blocked"] or result["failed"] else 0
@@ -166,9 +200,14 @@ def rebalance(threshold=None, dry_run=True, exclude_nodes=None, exclude_datasets
 
 def react(node, level=None):
     """
-    The reactor's answer to a storage beacon event from ``node``: plan a rebalance, and run
+    The reactor's answer to a storage beacon event naming ``node``: plan a rebalance, and run
     it when ``eos:rebalance:auto`` is true. Only data nodes (nodes with a role some dataset
     uses) start one; nothing moves while a data node is failed or a node is joining.
+
+    The event may be forged by another minion, so its level is only a hint: the node is
+    asked for its usage (by its exact id), and only its own level counts. Above
+    ``automatic_up_to`` of the cluster's scale profile the rebalance is only planned: an
+    operator runs it.
 
     CLI Example:
 
@@ -177,10 +216,14 @@ def react(node, level=None):
         salt-run eos_storage.react data-3 level=cleanup
 
     node
-        The minion the beacon event came from (the envelope's id).
+        The minion the beacon event names.
     level
-        The level it reported; below cleanup nothing is planned.
+        The level the event claimed; below cleanup nothing is asked or planned.
     """
+    try:
+        registry.check_node_id(node)
+    except registry.InvalidNodeId as err:
+        raise SaltInvocationError(str(err)) from err
     if level is not None and level not in REACT_LEVELS:
         return {"node": node, "level": level, "comment": f"level {level}: nothing to balance"}
     context = _context()
@@ -189,8 +232,23 @@ def react(node, level=None):
     dataset_roles.add(planner.DEFAULT_ROLE)
     if record is None or not set(record.get("roles") or []) & dataset_roles:
         return {"node": node, "level": level, "comment": f"{node} is not a data node"}
-    result = rebalance(dry_run=not context["settings"]["auto"])
-    return {"node": node, "level": level, **result}
+    reports, _ = _ask_reports(context, [node])
+    if node not in reports:
+        return {"node": node, "level": level, "comment": f"{node} did not report its usage"}
+    measured = datasets.report_level(reports[node])
+    base = {"node": node, "level": level, "measured_level": measured}
+    if measured not in REACT_LEVELS:
+        return {**base, "comment": f"{node} measures {measured}: nothing to balance"}
+    cap = registry.scale_profile(context["registry"].summary()["scale"])["cleanup"][
+        "automatic_up_to"
+    ]
+    automatic = context["settings"]["auto"] and _level_at_most(measured, cap)
+    result = rebalance(dry_run=not automatic)
+    return {**base, "automatic_up_to": cap, **result}
+
+
+def _level_at_most(level, cap):
+    return thresholds.LEVELS.index(level) <= thresholds.LEVELS.index(cap)
 
 
 def _plan(context, threshold, excluded):
@@ -238,7 +296,7 @@ def _execute(context, moves):
 
 def _run_move(context, move):
     try:
-        return datasets.execute_move(context["store"], move, _steps(context)), None
+        return datasets.execute_move(context["store"], move, _steps(context), context["run"]), None
     except datasets.MoveFailed as err:
         log.warning("eos_storage.rebalance: %s", err)
         return None, str(err)
@@ -289,7 +347,27 @@ def _steps(context):
             node, "eos_dataset.clean_partial", name=name, path=path_of(name), committed=committed
         ),
         announce=lambda result: _fire(MOVED_TAG, result),
+        still_leased=lambda: _still_leased(context),
     )
+
+
+def _lease(context):
+    reg = context["registry"]
+    return leases.Lease(
+        cache=reg.cache,
+        lock=reg.lock,
+        bank=registry.CLUSTER_BANK,
+        key=datasets.REBALANCE_LEASE_KEY,
+        kind="rebalance",
+        seconds=context["settings"]["lease_seconds"],
+    )
+
+
+def _still_leased(context):
+    try:
+        _lease(context).renew(context["run"])
+    except leases.LeaseLost as err:
+        raise datasets.MoveFailed(f"{err}; stopping before the next step") from err
 
 
 def _transport(configured, source_host, destination_host):
@@ -303,7 +381,9 @@ def _call(node, function, kwarg, timeout):
     """The return of ``function`` on ``node``; MoveFailed when it did not answer or failed."""
     # From the config file, as saltutil.cmd does: runner opts under orchestrate cannot auth.
     with salt.client.get_local_client(__opts__["conf_file"]) as client:
-        answers = client.cmd(node, function, kwarg=kwarg, timeout=timeout, full_return=True)
+        answers = client.cmd(
+            [node], function, kwarg=kwarg, tgt_type="list", timeout=timeout, full_return=True
+        )
     answer = answers.get(node)
     if not isinstance(answer, dict) or "ret" not in answer:
         raise datasets.MoveFailed(f"{function} on {node}: no answer")
@@ -327,6 +407,13 @@ def _refresh(context):
         for record in context["registry"].records()
         if record.get("status") in registry.MEMBER_STATUSES
     ]
+    reports, unreported = _ask_reports(context, members)
+    outcome = datasets.record_reports(context["store"], reports, context["declared"])
+    return {**outcome, "unreported": unreported}
+
+
+def _ask_reports(context, members):
+    """({node: checked report}, [nodes that did not answer]) for the listed members."""
     paths = {name: declaration.path for name, declaration in context["declared"].items()}
     reports, unreported = {}, []
     if members:
@@ -349,8 +436,7 @@ def _refresh(context):
             except config.InvalidConfig as err:
                 log.warning("eos_storage: %s", err)
                 unreported.append(node)
-    outcome = datasets.record_reports(context["store"], reports, context["declared"])
-    return {**outcome, "unreported": unreported}
+    return reports, unreported
 
 
 def _context():

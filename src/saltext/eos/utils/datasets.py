@@ -30,8 +30,11 @@ it), each in a bank of its own with one key per item:
 - ``eos/dataset-nodes``: per node its last report ``{root, host, capacity_bytes, used_bytes,
   cleanup_percent, datasets: {name: bytes}, reported_at}``.
 - ``eos/dataset-moves``: the journal, per dataset being moved ``{dataset, from, to, bytes,
-  stage, started_at}``. A move writes it before it copies anything and drops it once the
+  stage, run, started_at}``. A move writes it before it copies anything and drops it once the
   source is gone, so an interrupted move is finished or undone by the next run (``recover``).
+
+Executions hold the cluster's rebalance lease (``utils/lease.py``) named after their run: one
+at a time cluster-wide, and recovery never touches an entry of the run holding the lease.
 
 Moving
 ======
@@ -64,6 +67,7 @@ REPORTS_BANK = "eos/dataset-nodes"
 JOURNAL_BANK = "eos/dataset-moves"
 
 DECLARATION_FIELDS = frozenset(("role", "path", "pin", "replica_group"))
+# fullmatch, never match: with match, "$" also accepts a trailing newline ("data\n").
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Where a pull stages its copy, under the destination's dataset root: hidden, so a dataset
 # can never be named like it, and on the same filesystem, so the commit is a rename.
@@ -94,7 +98,9 @@ REBALANCE_DEFAULTS = {
     "bwlimit_kbps": None,  # per move, rsync --bwlimit
     "concurrency": 1,  # moves at once
     "auto": False,  # the reactor executes plans, not only computes them
+    "lease_seconds": 1800,  # a rebalance lease not renewed this long belongs to a dead run
 }
+REBALANCE_LEASE_KEY = "rebalance_lease"  # in the registry's cluster bank
 
 
 class InvalidDatasets(config.InvalidConfig):
@@ -141,7 +147,7 @@ def _declaration(name, value):
 
 
 def check_name(name, key="dataset"):
-    if not isinstance(name, str) or not DATASET_NAME.match(name):
+    if not isinstance(name, str) or not DATASET_NAME.fullmatch(name):
         raise InvalidDatasets(
             f"{key}: {name!r} is not a dataset name (letters, digits, '.', '_', '-', "
             "starting with a letter or digit, at most 128)"
@@ -212,6 +218,9 @@ def rebalance_settings(layers):
         )
     if settings["ssh_user"] is not None:
         _word(settings["ssh_user"], config.key_name("rebalance", "ssh_user"))
+    settings["lease_seconds"] = config.number(
+        settings["lease_seconds"], config.key_name("rebalance", "lease_seconds"), minimum=1
+    )
     return settings
 
 
@@ -254,7 +263,7 @@ def top_level_dirs(root):
     return sorted(
         entry.name
         for entry in os.scandir(root)
-        if entry.is_dir(follow_symlinks=False) and DATASET_NAME.match(entry.name)
+        if entry.is_dir(follow_symlinks=False) and DATASET_NAME.fullmatch(entry.name)
     )
 
 
@@ -385,8 +394,8 @@ class Store:
     def journal(self):
         return self._all(JOURNAL_BANK)
 
-    def write_journal(self, move, stage):
-        entry = {**move, "stage": stage, "updated_at": self._now()}
+    def write_journal(self, move, stage, run=None):
+        entry = {**move, "stage": stage, "run": run, "updated_at": self._now()}
         self.cache.store(JOURNAL_BANK, move["dataset"], entry)
         return entry
 
@@ -432,8 +441,13 @@ def check_report(node_id, report):
         isinstance(name, str) and _whole(size) for name, size in found.items()
     ):
         raise InvalidDatasets(f"{where}: datasets must map names to sizes in bytes")
-    if not isinstance(report.get("thresholds"), Mapping):
-        raise InvalidDatasets(f"{where}: thresholds {report.get('thresholds')!r} is not a mapping")
+    limits = report.get("thresholds")
+    if not isinstance(limits, Mapping) or set(limits) != set(thresholds.THRESHOLD_LEVELS):
+        raise InvalidDatasets(
+            f"{where}: thresholds {limits!r} is not a mapping of every level to a percent"
+        )
+    for level, percent in limits.items():
+        config.number(percent, f"{where}: thresholds: {level}", 0, 100)
     return report
 
 
@@ -614,7 +628,9 @@ class MoveSteps:
     - ``remove(node, name)``: delete the dataset's directory on ``node``;
     - ``clean_partial(node, name, committed)``: delete staging (and, when ``committed``, the
       uncommitted final copy) on ``node``;
-    - ``announce(result)``: fire the moved event.
+    - ``announce(result)``: fire the moved event;
+    - ``still_leased()``: raise MoveFailed when this run no longer holds the rebalance lease;
+      called before every step that changes something.
     """
 
     pull: Callable
@@ -623,19 +639,21 @@ class MoveSteps:
     remove: Callable
     clean_partial: Callable
     announce: Callable
+    still_leased: Callable = lambda: None
 
 
-def execute_move(store, move, steps):
+def execute_move(store, move, steps, run=None):
     """
-    Run one move (``{dataset, from, to, bytes}``); returns its result. Raises MoveFailed
-    when it stops before the switch, with the source intact and still placed.
+    Run one move (``{dataset, from, to, bytes}``) for ``run``; returns its result. Raises
+    MoveFailed when it stops before the switch, with the source intact and still placed.
     """
     name, source, destination = move["dataset"], move["from"], move["to"]
+    steps.still_leased()
     placement = store.placement(name)
     if placement is None or placement["node"] != source:
         where = placement["node"] if placement else "nowhere"
         raise MoveFailed(f"dataset {name}: placed on {where}, not {source}; plan again")
-    store.write_journal(move, PULLING)
+    store.write_journal(move, PULLING, run)
     steps.pull(move)
     problems = transfer.compare(
         steps.manifest(source, name, False), steps.manifest(destination, name, True)
@@ -644,13 +662,15 @@ def execute_move(store, move, steps):
         raise MoveFailed(
             f"dataset {name}: the copy on {destination} differs: {'; '.join(problems)}"
         )
+    steps.still_leased()
     steps.commit(move)
     # Journalled only once the commit answered: a commit refused because a directory of that
     # name was already there must not let the cleanup delete that directory.
-    store.write_journal(move, COMMITTED)
+    store.write_journal(move, COMMITTED, run)
     copied = steps.manifest(destination, name, False)
+    steps.still_leased()
     store.place(name, destination, copied["bytes"])
-    store.write_journal(move, SWITCHED)
+    store.write_journal(move, SWITCHED, run)
     result = {**move, "verified_files": copied["count"], "verified_bytes": copied["bytes"]}
     steps.announce(result)
     steps.remove(source, name)
@@ -658,20 +678,25 @@ def execute_move(store, move, steps):
     return result
 
 
-def recover(store, steps):
+def recover(store, steps, live_run=None):
     """
     Finish or undo every journalled move; returns what was done, one entry per move.
 
     Placement still on the source: the copy never became the dataset, so the destination's
     staging (and an uncommitted final copy) is deleted. Placement on the destination: the
     switch happened, so the source is removed. An entry whose cleanup fails stays for the
-    next run.
+    next run. Entries of ``live_run`` (the run holding the rebalance lease) are in flight,
+    not interrupted: they are never touched.
     """
     done = []
     for name, entry in store.journal().items():
+        if live_run is not None and entry.get("run") == live_run:
+            done.append({"dataset": name, "action": f"left alone: run {live_run} is moving it"})
+            continue
         placement = store.placement(name)
         placed_on = placement["node"] if placement else None
         try:
+            steps.still_leased()
             if placed_on == entry["to"]:
                 steps.remove(entry["from"], name)
                 action = f"removed the source on {entry['from']}"
@@ -684,6 +709,12 @@ def recover(store, steps):
         store.drop_journal(name)
         done.append({"dataset": name, "action": action})
     return done
+
+
+def report_level(report):
+    """The threshold level a node's checked report puts it at, by its own thresholds."""
+    percent = 100.0 * report["used_bytes"] / report["capacity_bytes"]
+    return thresholds.level_for(percent, report["thresholds"])
 
 
 def waves(moves, concurrency):

@@ -217,9 +217,21 @@ class Join:
 
     # --- the steps ---
 
-    def start(self, node_id, run):
-        """Take the lease and checkpoint the master side; returns the checkpoint."""
+    def start(self, node_id, run, token=None):
+        """
+        Take the lease and checkpoint the master side; returns the checkpoint.
+
+        ``token``: the join token of the accepted event (the reactor always passes it). It
+        must be the node's current acceptance's, and is used up, so a forged or repeated
+        event starts nothing. Without it (an operator running the orchestration by hand),
+        an accepted or active node joins again.
+        """
         registry.check_node_id(node_id)
+        if token is not None:
+            try:
+                self.registry.claim_join(node_id, token)
+            except registry.StaleJoin as err:
+                raise JoinFailed(str(err)) from err
         record = self.registry.get(node_id)
         if record is None:
             raise JoinFailed(f"{node_id}: no such node in the registry")

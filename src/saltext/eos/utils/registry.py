@@ -34,6 +34,11 @@ Statuses
 ``eos/cluster/node/<id>/<status>``). Accepted and active nodes are the cluster's members: they
 make ``node_count`` and so the scale.
 
+Node ids follow the one rule of ``saltext.eos.utils.nodeid`` (``check_node_id``). A
+registration sent more than ``eos:registration:max_clock_skew_seconds`` (default 300) ahead of
+the master's clock is refused, and a recorded time beyond that bound orders nothing (see
+"registration order" below), so a clock ahead never locks a node out.
+
 Acceptance policy (master config ``eos:accept``)
 ================================================
 
@@ -66,8 +71,10 @@ import datetime
 import fcntl
 import itertools
 import json
+import logging
 import os
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -76,7 +83,10 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from saltext.eos.utils import config
+from saltext.eos.utils import nodeid
 from saltext.eos.utils import thresholds
+
+log = logging.getLogger(__name__)
 
 NODES_BANK = "eos/nodes"
 LOCK_FILE = "eos-registry.lock"  # in the master cachedir, beside (not in) the eos banks
@@ -115,7 +125,10 @@ SCALE_POLICIES = {
 # salt.crypt.PKCS1v15_SHA224: what Salt signs its own messages with (and FIPS allows).
 SIGNATURE_ALGORITHM = "PKCS1v15-SHA224"
 MAX_PAYLOAD_BYTES = 64 * 1024
-MAX_ID_LENGTH = 255
+# How far ahead of the master's clock a registration's sent_at_ms may be (master config
+# eos:registration:max_clock_skew_seconds): clocks differ a little, and the event takes time.
+DEFAULT_MAX_CLOCK_SKEW = 300
+MAX_ID_LENGTH = nodeid.MAX_LENGTH  # also the cap of host names and addresses (DNS's)
 MAX_NAME_LENGTH = 128
 MAX_TEXT_LENGTH = 2048
 MAX_PATH_LENGTH = 1024
@@ -125,6 +138,8 @@ MAX_MOUNTS_PER_DISK = 64
 MAX_LABELS = 64
 MAX_CHECKS = 32
 STORAGE_TYPES = ("nvme", "ssd", "hdd")
+# The OpenAPI document carries this pattern; check with fullmatch, never match (with match,
+# "$" also accepts a trailing newline).
 ROLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 # Disks are sold in decimal gigabytes, memory in binary ones: a "500 GB" disk must meet a
@@ -160,6 +175,14 @@ class InvalidPayload(RegistryError):
     """A registration payload that fails validation; nothing was written."""
 
 
+class ClockSkew(InvalidPayload):
+    """A registration sent, by the node's clock, too far ahead of the master's; nothing written."""
+
+
+class StaleJoin(RegistryError):
+    """A join asked for with a token that is not the node's current acceptance's."""
+
+
 class RegistryBusy(RegistryError):
     """The registry lock could not be taken in time."""
 
@@ -175,19 +198,29 @@ class InvalidBoundaries(config.InvalidConfig):
 def open_registry(opts, on_change=None, cache=None):
     """
     The registry of the master configured by ``opts``: its Salt cache (default
-    ``salt.cache.factory(opts)``), the lock file in its cachedir and its
-    ``eos:scale_boundaries``. InvalidBoundaries names a bad boundary.
+    ``salt.cache.factory(opts)``), the lock file in its cachedir, its
+    ``eos:scale_boundaries`` and ``eos:registration:max_clock_skew_seconds``. InvalidConfig
+    names a bad setting.
     """
     if cache is None:
         import salt.cache  # the master's ``cache`` setting decides the backend
 
         cache = salt.cache.factory(opts)
+    layers = config.Layers.from_salt(opts)
     return Registry(
         cache,
         lock=FileLock(os.path.join(opts["cachedir"], LOCK_FILE)),
         on_change=on_change,
-        boundaries=scale_boundaries(config.Layers.from_salt(opts)),
+        boundaries=scale_boundaries(layers),
+        max_clock_skew=max_clock_skew(layers),
     )
+
+
+def max_clock_skew(layers):
+    """Seconds a registration may be sent ahead of the master's clock (default 300)."""
+    key = config.key_name("registration", "max_clock_skew_seconds")
+    value = layers.get("registration", "max_clock_skew_seconds", default=DEFAULT_MAX_CLOCK_SKEW)
+    return config.number(value, key, minimum=0)
 
 
 # --- scale -------------------------------------------------------------------------------------
@@ -352,14 +385,13 @@ class Registration:
 
 
 def check_node_id(node_id):
-    """``node_id`` if it can name a record; InvalidNodeId otherwise."""
-    if not isinstance(node_id, str) or not node_id:
-        raise InvalidNodeId(f"node id {node_id!r} is not a non-empty string")
-    if len(node_id) > MAX_ID_LENGTH:
-        raise InvalidNodeId(f"node id {node_id[:40]!r}...: longer than {MAX_ID_LENGTH}")
-    if node_id in (".", "..") or any(c in node_id for c in "/\\,") or not node_id.isprintable():
-        # A separator would escape the bank; a comma would name several keys in salt.key.
-        raise InvalidNodeId(f"node id {node_id!r}: contains '/', '\\', ',' or a control character")
+    """
+    ``node_id`` if it follows the node id rule (``saltext.eos.utils.nodeid``); InvalidNodeId
+    naming the id and the offending character otherwise.
+    """
+    reason = nodeid.problem(node_id)
+    if reason is not None:
+        raise InvalidNodeId(reason)
     return node_id
 
 
@@ -431,6 +463,41 @@ def check_registration(node_id, payload, verify):
             "(a registration must come from the node it describes)"
         )
     return registration
+
+
+# --- registration order ------------------------------------------------------------------------
+#
+# Registrations may arrive out of order, so each carries the node's sent_at_ms and an older one
+# never overwrites a newer one. That trusts the node's clock, which is bounded by the master's:
+# a registration sent more than max_skew seconds ahead of the master's clock is refused, and a
+# recorded time that is itself beyond that bound (stored before the bound existed, or before
+# the master's clock was set back) no longer orders anything. So a node is never locked out:
+# at worst, a node whose clock was set back waits until its clock passes the last recorded
+# time, at most max_skew seconds.
+
+
+def check_sent_at(node_id, sent_at_ms, now, max_skew):
+    """ClockSkew when ``sent_at_ms`` lies over ``max_skew`` seconds after ``now`` (seconds)."""
+    ahead = sent_at_ms / 1000 - now
+    if ahead > max_skew:
+        raise ClockSkew(
+            f"payload:sent_at_ms: sent {ahead:.0f} s ahead of the master's clock, over "
+            f"{config.key_name('registration', 'max_clock_skew_seconds')} ({max_skew:g} s): "
+            f"set {node_id}'s clock right (NTP) and register again"
+        )
+
+
+def supersedes(sent_at_ms, recorded_ms, now, max_skew):
+    """
+    Whether a registration sent at ``sent_at_ms`` replaces the one recorded as sent at
+    ``recorded_ms`` (None: none yet): when it is newer, or when the recorded time lies beyond
+    the skew bound of ``now``.
+    """
+    if recorded_ms is None:
+        return True
+    if recorded_ms / 1000 - now > max_skew:
+        return True
+    return sent_at_ms > recorded_ms
 
 
 PAYLOAD_FIELDS = ("resources", "health", "preferred_role", "sent_at_ms", "signature", "id")
@@ -575,7 +642,7 @@ def _check(value, where):
 def _role_name(value, where):
     if value is None:
         return None
-    if not isinstance(value, str) or not ROLE_NAME.match(value):
+    if not isinstance(value, str) or not ROLE_NAME.fullmatch(value):
         raise InvalidPayload(f"{where}: {_short(value)} is not a role name")
     return value
 
@@ -787,18 +854,56 @@ class Registry:
     after every status change has been written (``status`` is ``removed`` for a removal).
     """
 
-    def __init__(self, cache, lock=None, clock=time.time, on_change=None, boundaries=None):
+    def __init__(
+        self,
+        cache,
+        lock=None,
+        clock=time.time,
+        on_change=None,
+        boundaries=None,
+        max_clock_skew=DEFAULT_MAX_CLOCK_SKEW,
+    ):
         self.cache = cache
         self.lock = threading.Lock() if lock is None else lock
         self.clock = clock
         self.on_change = on_change or (lambda node_id, status, record: None)
         self.boundaries = dict(SCALE_STARTS) if boundaries is None else boundaries
+        self.max_clock_skew = max_clock_skew
 
     # --- reading: one record and the summary cost the same at any cluster size ---
 
     def get(self, node_id):
         """The record of ``node_id``, or None."""
         return self.cache.fetch(NODES_BANK, check_node_id(node_id)) or None
+
+    def claim_join(self, node_id, token):
+        """
+        Use up the join token of ``node_id``'s current acceptance; StaleJoin unless the node
+        is accepted and ``token`` is that acceptance's. A token starts at most one join.
+        """
+        with self.lock:
+            record = self.get(node_id)
+            if record is None:
+                raise StaleJoin(f"{node_id}: no such node: nothing started")
+            if record["status"] != "accepted":
+                raise StaleJoin(
+                    f"{node_id} is {record['status']}, not awaiting a join "
+                    "(a forged or repeated event): nothing started"
+                )
+            expected = record.get("join_token")
+            if not expected:
+                raise StaleJoin(
+                    f"{node_id}: its join has started already (a forged or repeated event): "
+                    "nothing started"
+                )
+            if not isinstance(token, str) or not secrets.compare_digest(token, expected):
+                raise StaleJoin(
+                    f"{node_id}: the join token is not its current acceptance's "
+                    "(a forged or repeated event): nothing started"
+                )
+            record["join_token"] = None
+            self._store(record)
+            return record
 
     def summary(self):
         """The cluster summary, with the scale for the current boundaries."""
@@ -858,11 +963,14 @@ class Registry:
         Record what ``node_id`` says about itself; a new or pending node meets the policy.
 
         A registration older than the last one recorded (they may arrive out of order) is
-        ignored. A rejected node stays rejected.
+        ignored; one sent over ``max_clock_skew`` seconds ahead of the master's clock is
+        refused (ClockSkew, nothing written); see "registration order". A rejected node stays
+        rejected.
         """
         check_node_id(node_id)
         with self.lock:
             now = self.clock()
+            check_sent_at(node_id, registration.sent_at_ms, now, self.max_clock_skew)
             record = self.get(node_id)
             transitions = []
             if record is None:
@@ -870,7 +978,7 @@ class Registry:
                 transitions += self._create(record, "registered", now)
             elif record["status"] == "rejected":
                 return Outcome(record, note="rejected: registration ignored")
-            elif (record.get("registration_sent_at_ms") or -1) >= registration.sent_at_ms:
+            elif not self._supersedes(record, registration.sent_at_ms, now):
                 return Outcome(record, note="older than the registration already recorded")
             record.update(
                 resources=registration.resources,
@@ -985,6 +1093,20 @@ class Registry:
 
     # --- internals: the lock is held ---
 
+    def _supersedes(self, record, sent_at_ms, now):
+        recorded = record.get("registration_sent_at_ms")
+        if not supersedes(sent_at_ms, recorded, now, self.max_clock_skew):
+            return False
+        if recorded is not None and sent_at_ms <= recorded:
+            log.warning(
+                "eos registry: the registration recorded for %s was sent %.0f s ahead of the "
+                "master's clock; replaced by the one it sent at %s ms",
+                record["id"],
+                recorded / 1000 - now,
+                sent_at_ms,
+            )
+        return True
+
     def _change(self, node_id, status, reason, unchanged_from):
         check_node_id(node_id)
         with self.lock:
@@ -1036,6 +1158,11 @@ class Registry:
         record["pending_reason"] = None
         if status == "accepted":
             record["accepted_at"] = timestamp(now)
+            # The accepted event carries it; a join starts only for the token of the node's
+            # current acceptance, so a forged or repeated event starts nothing.
+            record["join_token"] = secrets.token_urlsafe(18)
+        else:
+            record["join_token"] = None
         if summary["first_node"] is None and status in MEMBER_STATUSES:
             summary["first_node"] = record["id"]
         # The record first: a crash in between leaves a count to recount, not a lost node.
@@ -1098,7 +1225,7 @@ def _checked_assignment(assignments):
         check_node_id(node_id)
         node_roles = [given] if isinstance(given, str) else given
         if not isinstance(node_roles, (list, tuple)) or not all(
-            isinstance(role, str) and ROLE_NAME.match(role) for role in node_roles
+            isinstance(role, str) and ROLE_NAME.fullmatch(role) for role in node_roles
         ):
             raise RegistryError(f"assignments:{node_id}: {_short(given)} is not a role list")
         checked[node_id] = list(dict.fromkeys(node_roles))

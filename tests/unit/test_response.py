@@ -1,0 +1,44 @@
+"""
+The answer to a storage beacon event as plain data: the node acts on its own measured level,
+capped by ``automatic_up_to``. ``eos_storage.respond`` itself is tested with the cleanup
+module (tests/unit/test_eos_storage_cleanup_module.py).
+"""
+
+import pytest
+
+from saltext.eos.utils import config
+from saltext.eos.utils import response
+
+
+@pytest.mark.parametrize(
+    ("measured", "cap", "action", "held_back"),
+    [
+        ("none", "emergency", None, None),
+        ("warning", "emergency", None, None),
+        ("compress", "emergency", "compress", None),
+        ("cleanup", "cleanup", "cleanup", None),
+        ("degraded", "emergency", "degrade", None),
+        ("emergency", "degraded", "degrade", "emergency"),
+        ("emergency", "cleanup", "cleanup", "emergency"),
+        ("degraded", "warning", None, "degrade"),
+        # critical deletes nothing: it is declared whatever the cap.
+        ("critical", "cleanup", "critical", None),
+    ],
+)
+def test_decide(measured, cap, action, held_back):
+    decision = response.decide(measured, cap)
+    assert (decision.action, decision.held_back) == (action, held_back)
+
+
+def test_automatic_up_to_comes_from_the_pillar_profile_else_the_scale():
+    pillar = config.Layers([("pillar", {"profile": {"cleanup": {"automatic_up_to": "cleanup"}}})])
+    assert response.automatic_up_to(pillar) == "cleanup"
+    scale_only = config.Layers([("pillar", {"scale": "medium"})])
+    assert response.automatic_up_to(scale_only) == "degraded"
+    assert response.automatic_up_to(config.Layers([])) == "emergency"
+
+
+def test_a_bad_automatic_up_to_names_the_key():
+    layers = config.Layers([("pillar", {"profile": {"cleanup": {"automatic_up_to": "all"}}})])
+    with pytest.raises(config.InvalidConfig, match="eos:profile:cleanup:automatic_up_to: 'all'"):
+        response.automatic_up_to(layers)
