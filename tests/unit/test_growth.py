@@ -147,3 +147,115 @@ def test_long_noisy_history_thinned_to_max_points():
     assert per_hour(growth.estimate(points, min_jump_bytes=0.5 * GIB)) == pytest.approx(
         0.5 * GIB, rel=0.05
     )
+
+
+# --- replay: whole histories through the tiers and the estimator, as analyze sees them -------
+
+DAY = 86400
+STEP = 120
+TOTAL = 100 * GIB
+
+
+def history_of(used_percent, days, step=STEP):
+    """(t, used_bytes) every ``step`` seconds of a disk whose usage in percent is given."""
+    return [
+        (float(t), TOTAL * min(max(used_percent(t), 0.0), 100.0) / 100)
+        for t in range(0, int(days * DAY) + 1, step)
+    ]
+
+
+def sawtooth(period, low, high, rise=0.0):
+    def used(t):
+        cycle, into = divmod(t, period)
+        return low + rise * cycle + (high - low) * into / period
+
+    return used
+
+
+def test_replay_of_a_daily_logrotate_sawtooth_raises_nothing():
+    # Logs fill the disk to 95 % every day, rotation at midnight frees them: never full.
+    report = growth.replay(history_of(sawtooth(DAY, 25, 95), days=9.95), TOTAL)
+
+    assert report["growth_method"] == "post-cleanup-trend"
+    assert report["growth_period_seconds"] == pytest.approx(DAY, rel=0.02)
+    assert report["time_to_full_seconds"] is None
+    assert report["forecast_level"] == "none"
+    assert report["usage_percent"] > 90, "the evening peak, where predict_linear alarms"
+
+
+def test_replay_of_cleanups_that_leave_more_behind_forecasts_from_the_peaks():
+    # Troughs and peaks rise 3 % a day: peaks at 80 + 3n reach 100 % on day 7.
+    report = growth.replay(history_of(sawtooth(DAY, 20, 80, rise=3), days=4.5), TOTAL)
+
+    assert report["growth_method"] == "post-cleanup-trend"
+    assert report["growth_bytes_per_day"] == pytest.approx(0.03 * TOTAL, rel=0.1)
+    # Peaks at 89 % yesterday, rising 3 %/day: full in about 11/3 days, no alarm yet.
+    assert report["time_to_full_seconds"] == pytest.approx(11 / 3 * DAY, rel=0.15)
+    assert report["forecast_level"] == "none"
+
+
+def test_replay_of_a_runaway_writer_after_calm_days_raises_critical_within_five_samples():
+    calm = history_of(lambda t: 80.0, days=3)
+    start = calm[-1][0]
+    # 10 GiB/h on 100 GiB at 80 %: full in 2 h.
+    runaway = [(start + n * STEP, 80 * GIB + 10 * GIB * n * STEP / HOUR) for n in range(1, 6)]
+
+    report = growth.replay(calm + runaway, TOTAL)
+
+    assert report["growth_method"] == "rate-change"
+    assert report["forecast_level"] == "critical"
+    assert report["time_to_full_seconds"] == pytest.approx(2 * HOUR - 5 * STEP, rel=0.1)
+
+
+def test_replay_of_a_single_burst_keeps_the_old_rate():
+    rate = 0.3  # percent per day
+    history = history_of(lambda t: 40 + rate * t / DAY + (15 if t >= 2.9 * DAY else 0), days=3)
+
+    report = growth.replay(history, TOTAL)
+
+    assert report["growth_method"] == "median-slope"
+    assert report["growth_bytes_per_day"] == pytest.approx(rate / 100 * TOTAL, rel=0.1)
+    assert report["forecast_level"] == "none"
+
+
+def test_replay_of_a_steady_fill_forecasts_its_time_to_full():
+    # 10 % a day from 40 %: at day 5.5 the disk is at 95 %, full in half a day.
+    report = growth.replay(history_of(lambda t: 40 + 10 * t / DAY, days=5.5), TOTAL)
+
+    assert report["growth_method"] == "median-slope"
+    assert report["time_to_full_seconds"] == pytest.approx(0.5 * DAY, rel=0.02)
+    assert report["forecast_level"] == "warning"
+
+
+def test_replay_of_a_weekly_purge_seen_twice_is_a_cycle():
+    report = growth.replay(history_of(sawtooth(7 * DAY, 30, 90), days=17), TOTAL)
+
+    assert report["growth_method"] == "post-cleanup-trend"
+    assert report["growth_period_seconds"] == pytest.approx(7 * DAY, rel=0.02)
+    assert report["time_to_full_seconds"] is None
+    assert report["growth_history_seconds"] > 14 * DAY
+
+
+def test_replay_within_a_cycle_that_will_not_reach_its_cleanup_is_critical():
+    # Daily cleanups, then today's cycle fills five times faster than usual.
+    usual = sawtooth(DAY, 30, 70)
+    history = history_of(usual, days=3)
+    start = history[-1][0]
+    history += [(start + n * STEP, TOTAL * (0.30 + 0.02 * n)) for n in range(1, 30)]
+
+    report = growth.replay(history, TOTAL)
+
+    assert report["growth_method"] == "within-cycle"
+    assert report["forecast_level"] == "critical"
+
+
+def test_replay_of_a_flat_disk_says_not_growing():
+    report = growth.replay(history_of(lambda t: 50.0, days=2), TOTAL)
+
+    assert report["growth_bytes_per_day"] == 0
+    assert report["time_to_full_seconds"] is None
+
+
+def test_replay_needs_a_sample():
+    with pytest.raises(ValueError, match="at least one"):
+        growth.replay([], TOTAL)

@@ -11,8 +11,9 @@ Settings live under ``eos:analyzer`` (defaults in ``DEFAULTS``)::
         growth_window: 21600      # seconds of history the growth estimate looks at
         growth_min_samples: 5     # fewer samples than this: growth is null
         growth_min_span: 1800     # history shorter than this (seconds): growth is null
-        history_max_samples: 720  # samples kept per mount
-        history_max_age: 86400    # seconds a sample is kept
+        history_max_samples: 720  # full-resolution samples kept per mount (at most 6 h)
+        history_max_age: 7776000  # seconds of coarse history kept (90 days; 10-minute
+                                  # buckets for 8 days, then 2-hour ones)
         history_min_interval: 30  # a sample closer than this to the last is not recorded
 """
 
@@ -40,6 +41,8 @@ DEFAULTS = {
 HISTORY_DIR = os.path.join("eos", "history")
 # A step smaller than this share of the filesystem is noise, never a burst or a cleanup.
 MIN_JUMP_FRACTION = 0.001
+# A drop smaller than this share is no cleanup of a cycle (logrotate frees far more).
+MIN_CLEANUP_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -125,19 +128,22 @@ def analyze(layers, cachedir, mount=None, record=True, now=None, statvfs=os.stat
             continue
         if record:
             store.record(entry.mountpoint, figures.used_bytes, figures.total_bytes, now=now)
-        estimate = estimate_growth(store.samples(entry.mountpoint, now), figures, opts, now)
+        estimate = estimate_growth(store.series(entry.mountpoint, now), figures, opts, now)
         reports[entry.mountpoint] = report(entry, figures, limits[entry.mountpoint], estimate)
     return reports
 
 
-def estimate_growth(samples, figures, opts, now):
+def estimate_growth(series, figures, opts, now):
+    """The growth Estimate of one mount from its history (a history.Series)."""
     return growth.estimate(
-        samples,
+        series,
         now=now,
         window_seconds=opts.growth_window,
         min_samples=opts.growth_min_samples,
         min_span_seconds=opts.growth_min_span,
         min_jump_bytes=figures.total_bytes * MIN_JUMP_FRACTION,
+        min_cleanup_bytes=figures.total_bytes * MIN_CLEANUP_FRACTION,
+        capacity_bytes=figures.used_bytes + figures.free_bytes,
     )
 
 
@@ -167,8 +173,10 @@ def report(entry, figures, limits, estimate):
         "actions": thresholds.actions_for(level),
         "growth_bytes_per_day": _rounded(estimate.bytes_per_day),
         "growth_method": estimate.method,
+        "growth_history_seconds": _rounded(estimate.span_seconds),
+        "growth_period_seconds": _rounded(estimate.period_seconds),
         "time_to_full_seconds": _rounded(
-            growth.time_to_full_seconds(figures.free_bytes, estimate.bytes_per_second)
+            estimate.time_to_full(figures.used_bytes, figures.free_bytes)
         ),
     }
 

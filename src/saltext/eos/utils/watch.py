@@ -279,8 +279,8 @@ class Watch:
     def _growth(self, point, state, figures, now):
         stale = now - state.estimated_at >= self.settings.growth_refresh
         if state.estimate is None or stale:
-            samples = self.history.samples(point, now)
-            state.estimate = analyzer.estimate_growth(samples, figures, self.analyzer_settings, now)
+            series = self.history.series(point, now)
+            state.estimate = analyzer.estimate_growth(series, figures, self.analyzer_settings, now)
             state.estimated_at = now
         return state.estimate
 
