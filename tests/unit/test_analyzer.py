@@ -1,5 +1,6 @@
 """The analyzer end to end on the root mount, with statvfs figures we control."""
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -91,3 +92,16 @@ def test_bad_settings_are_errors_and_write_nothing(tmp_path, analyzer_conf, mess
     with pytest.raises(config.InvalidConfig, match=message):
         analyzer.analyze(layers(analyzer=analyzer_conf), str(tmp_path))
     assert not (tmp_path / "eos").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("history_max_samples", 5000, "eos:analyzer:history_max_samples: 5000 must be <= 811"),
+        ("history_max_age", 10**9, "eos:analyzer:history_max_age: 1000000000 must be <= 7776000"),
+    ],
+)
+def test_history_settings_beyond_the_file_bound_are_refused(key, value, message):
+    layers = config.Layers([("pillar", {"analyzer": {key: value}})])
+    with pytest.raises(config.InvalidConfig, match=re.escape(message)):
+        analyzer.settings(layers)

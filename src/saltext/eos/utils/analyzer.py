@@ -39,6 +39,11 @@ DEFAULTS = {
     "history_min_interval": history.DEFAULT_MIN_INTERVAL_SECONDS,
 }
 HISTORY_DIR = os.path.join("eos", "history")
+# What the history file's 64 KiB bound leaves room for.
+MAXIMUMS = {
+    "history_max_samples": history.MAX_RAW_RECORDS - history.MIN_APPENDS_PER_REWRITE,
+    "history_max_age": history.TIERS[-1][1],
+}
 # A step smaller than this share of the filesystem is noise, never a burst or a cleanup.
 MIN_JUMP_FRACTION = 0.001
 # A drop smaller than this share is no cleanup of a cycle (logrotate frees far more).
@@ -76,7 +81,9 @@ def settings(layers):
         if name in ("include_tmpfs", "exclude"):
             continue
         minimum = 0 if name == "history_min_interval" else 1
-        numbers[name] = config.number(values[name], key("analyzer", name), minimum=minimum)
+        numbers[name] = config.number(
+            values[name], key("analyzer", name), minimum=minimum, maximum=MAXIMUMS.get(name)
+        )
     return Settings(
         include_tmpfs=values["include_tmpfs"],
         exclude=tuple(exclude),
