@@ -9,8 +9,10 @@
         - salt://eos/reactor/storage_rebalance.sls
 
   From the cleanup level up, the runner eos_storage.react plans a rebalance when the node is
-  a data node, and executes it only when eos:rebalance:auto is true. It refuses to move
-  anything while a data node is failed or a node is joining. The id is the envelope's.
+  a data node, and executes it only when eos:rebalance:auto is true and the node's own level
+  is within automatic_up_to. It refuses to move anything while a data node is failed or a
+  node is joining. Nothing here is trusted: any minion can send this event in another's
+  name, so the runner checks the id and asks that node (by exact id) for its usage.
 -#}
 {%- set level = data.get('level') %}
 {%- set minion = data.get('id') %}
