@@ -17,6 +17,7 @@ import pytest
 from saltfactories.utils import random_string
 
 from tests.support import readme
+from tests.support.cluster import wait_for
 
 DAY = 86400
 FILES = pathlib.Path(__file__).parent / "files"
@@ -131,13 +132,17 @@ def test_a_forged_emergency_for_the_victim_makes_it_measure_and_delete_nothing(
 
     forge(salt_cli, attacker, [beacon_claim(victim.id)])
 
-    matched = event_listener.wait_for_events(
-        [(master.id, f"salt/job/*/ret/{victim.id}")], after_time=since, timeout=60
+    answers = wait_for(
+        lambda: [
+            event.data
+            for event in respond_returns(event_listener, master, since)
+            if event.data.get("id") == victim.id
+        ],
+        "the reaction to ask the victim to measure",
+        timeout=60,
+        interval=0.5,
     )
-    assert matched.found_all_events, "the reaction did not ask the victim to measure"
-    (answer,) = [
-        event.data for event in matched.matches if event.data["fun"] == "eos_storage.respond"
-    ]
+    (answer,) = answers
     assert answer["return"]["measured_level"] == "none"
     assert answer["return"]["action"] is None
     assert answer["return"]["runs"] == []
