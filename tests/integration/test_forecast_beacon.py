@@ -131,16 +131,17 @@ def test_a_runaway_writer_after_calm_days_raises_critical_long_before_full(
     stop = threading.Event()
 
     def write():
-        # About 1.5 % of the mount a second: the disk would be full in half a minute.
+        # 1 MiB a second, in quarters so that every one-second check sees about the same
+        # step: the mount (32 MiB free) would be full in half a minute.
         with open(mount / "runaway.bin", "ab") as handle:
             while not stop.is_set():
-                handle.write(os.urandom(MIB))
+                handle.write(os.urandom(MIB // 4))
                 handle.flush()
                 os.fsync(handle.fileno())
                 used, total = capacity(mount)
                 if used > 0.85 * total:
                     break
-                time.sleep(1)
+                time.sleep(0.25)
 
     since = time.time()
     writer = threading.Thread(target=write, daemon=True)
