@@ -25,6 +25,7 @@ from saltext.eos.utils import config
 from tests.support.filesystems import MIB
 from tests.support.filesystems import fill_to
 from tests.support.filesystems import loop_ext4
+from tests.support.filesystems import usage
 
 pytestmark = [pytest.mark.root]
 
@@ -47,12 +48,6 @@ def mounts():
         yield {"sawtooth": sawtooth, "runaway": runaway}
 
 
-def capacity(mount_point):
-    stats = os.statvfs(mount_point)
-    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
-    return used, used + stats.f_bavail * stats.f_frsize
-
-
 def record_histories(cachedir, mounts):
     """Both histories in the minion's cachedir, ending now; the mounts at the last values."""
     store = analyzer.open_history(str(cachedir), analyzer.settings(config.Layers([])))
@@ -60,7 +55,7 @@ def record_histories(cachedir, mounts):
     fill_to(mounts["sawtooth"], 90)
     fill_to(mounts["runaway"], 50)
     for name, percent_at in (("sawtooth", sawtooth_percent), ("runaway", lambda age: 50.0)):
-        _, total = capacity(mounts[name])
+        _, total = usage(mounts[name])
         for age in range(9 * DAY if name == "sawtooth" else 3 * DAY, 0, -STEP):
             store.record(str(mounts[name]), total * percent_at(age) / 100, total, now=now - age)
 
@@ -138,7 +133,7 @@ def test_a_runaway_writer_after_calm_days_raises_critical_long_before_full(
                 handle.write(os.urandom(MIB // 4))
                 handle.flush()
                 os.fsync(handle.fileno())
-                used, total = capacity(mount)
+                used, total = usage(mount)
                 if used > 0.85 * total:
                     break
                 time.sleep(0.25)

@@ -18,20 +18,15 @@ from saltfactories.utils import random_string
 
 from tests.support import readme
 from tests.support.cluster import wait_for
+from tests.support.filesystems import usage_percent
 
 DAY = 86400
 FILES = pathlib.Path(__file__).parent / "files"
 
 
-def root_usage_percent():
-    stats = os.statvfs("/")
-    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
-    return 100.0 * used / (used + stats.f_bavail * stats.f_frsize)
-
-
 def thresholds_above_usage():
     """Limits all above "/"'s usage now: the victim measures level none."""
-    usage = root_usage_percent()
+    usage = usage_percent("/")
     levels = ("warning", "compress", "cleanup", "degraded", "emergency", "critical")
     return {
         level: round(usage + (100 - usage) * (n + 1) / (len(levels) + 1), 3)

@@ -33,12 +33,23 @@ def loop_ext4(size_mib=64, reserved_percent=0):
         workdir.rmdir()
 
 
+def usage(path):
+    """(used bytes, capacity) of the filesystem holding ``path``, as df and the analyzer count:
+    blocks reserved for root are used, the capacity is used plus available."""
+    stats = os.statvfs(path)
+    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+    return used, used + stats.f_bavail * stats.f_frsize
+
+
+def usage_percent(path):
+    used, capacity = usage(path)
+    return 100.0 * used / capacity
+
+
 def fill_to(mount_point, percent, name="fill.bin"):
     """Grow (or shrink) one file on the mount until the filesystem is at ``percent`` used."""
     target = pathlib.Path(mount_point) / name
-    stats = os.statvfs(mount_point)
-    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
-    capacity = used + stats.f_bavail * stats.f_frsize
+    used, capacity = usage(mount_point)
     current = target.stat().st_size if target.exists() else 0
     wanted = max(0, int(capacity * percent / 100) - (used - current))
     with open(target, "ab") as handle:

@@ -17,6 +17,7 @@ from salt.exceptions import SaltInvocationError
 from saltext.eos.modules import eos_storage as eos_storage_module
 from saltext.eos.utils import cleanup as cleanup_engine
 from saltext.eos.utils import walk
+from tests.support.filesystems import usage_percent
 
 MINION_ID = "node-7"
 DAY = 86400
@@ -244,16 +245,9 @@ def test_diagnose_rejects_a_bad_count(tree):
 # --- respond: the answer to a beacon event, on the node's own measurement -------------------
 
 
-def root_usage_percent():
-    stats = os.statvfs("/")
-    used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
-    available = stats.f_bavail * stats.f_frsize
-    return 100.0 * used / (used + available)
-
-
 def thresholds_measuring(level):
     """Strictly increasing limits that put "/" (as used now) exactly at ``level``."""
-    usage = root_usage_percent()
+    usage = usage_percent("/")
     levels = ("warning", "compress", "cleanup", "degraded", "emergency", "critical")
     reached = levels.index(level) + 1
     below = [usage * (n + 1) / (reached + 1) for n in range(reached)]
