@@ -361,7 +361,7 @@ def test_a_size_is_the_whole_text():
     ],
 )
 def test_only_names_ending_in_a_rotation_suffix_are_rotated_logs(name, rotated):
-    assert cleanup._is_rotated(name) is rotated
+    assert cleanup.safety._is_rotated(name) is rotated
 
 
 # --------------------------------------------------------------------------- protection
@@ -609,7 +609,7 @@ def test_a_root_that_is_a_symlink_is_not_followed(tree):
 def test_a_directory_swapped_for_a_symlink_after_planning_leads_nowhere(tree, monkeypatch):
     planned = tree.file(tree.tmp / "sub" / "victim.bin", age_days=60)
     target = tree.file(tree.outside / "victim.bin", content=b"keep me", age_days=60)
-    real_walk = cleanup._walk_files
+    real_walk = cleanup.run._walk_files
 
     def walk_then_swap(root, mount_table):
         found = list(real_walk(root, mount_table))
@@ -620,7 +620,7 @@ def test_a_directory_swapped_for_a_symlink_after_planning_leads_nowhere(tree, mo
             planned.parent.symlink_to(tree.outside)
         return iter(found)
 
-    monkeypatch.setattr(cleanup, "_walk_files", walk_then_swap)
+    monkeypatch.setattr(cleanup.run, "_walk_files", walk_then_swap)
     result = tree.run("cleanup", dry_run=False)
     assert target.read_bytes() == b"keep me"
     errors = step(result, "tmp_files")["errors"]
@@ -908,7 +908,7 @@ def test_a_missing_tool_is_a_skip_not_an_error(tree):
 def test_a_vanished_file_is_an_error_and_the_run_goes_on(tree, monkeypatch):
     gone = tree.file(tree.tmp / "gone", age_days=60)
     stays_gone = tree.file(tree.tmp / "also-old", age_days=50)
-    real_walk = cleanup._walk_files
+    real_walk = cleanup.run._walk_files
 
     def walk_then_vanish(root, mount_table):
         found = list(real_walk(root, mount_table))
@@ -916,7 +916,7 @@ def test_a_vanished_file_is_an_error_and_the_run_goes_on(tree, monkeypatch):
             gone.unlink()
         return iter(found)
 
-    monkeypatch.setattr(cleanup, "_walk_files", walk_then_vanish)
+    monkeypatch.setattr(cleanup.run, "_walk_files", walk_then_vanish)
     result = tree.run("cleanup", dry_run=False)
     tmp_step = step(result, "tmp_files")
     assert tmp_step["errors"] == [f"{gone}: vanished before it could be handled"]

@@ -1,0 +1,311 @@
+"""The API itself: routing a request through its checks to Salt and back."""
+
+import dataclasses
+import json
+import logging
+import urllib.parse
+import uuid
+from collections.abc import Mapping
+
+from saltext.eos import PACKAGE_ROOT
+from saltext.eos import __version__
+
+from .answers import ANALYZE_FUNCTION
+from .answers import JOB_CACHE_RUNNERS
+from .answers import MAX_REPORT_JOBS
+from .answers import runner_result
+from .answers import salt_error
+from .envelope import ApiError
+from .envelope import Response
+from .envelope import failure
+from .envelope import success
+from .fields import _field_error
+from .fields import bearer_token
+from .fields import check_fields
+from .fields import check_node_id
+from .fields import check_query
+from .fields import json_object
+from .fields import unauthorized
+from .logins import LoginThrottle
+from .options import DEFAULT_SETTINGS
+from .routes import PREFIX
+from .routes import route_for
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+OPENAPI_DOCUMENT = PACKAGE_ROOT / "netapi" / "openapi.json"
+
+
+@dataclasses.dataclass
+class Call:
+    """What an operation gets: the request's checked parts and the caller's session."""
+
+    params: Mapping
+    query: Mapping
+    body: Mapping
+    token: str | None = None
+    session: Mapping | None = None
+    client: str | None = None
+
+
+class Api:
+    """
+    Serves Requests: ``handle(request) -> Response``. Blocking: run it off the event loop.
+
+    ``throttle`` (a LoginThrottle) limits failed logins; None: no limit. ``throttled(request)``
+    answers a refused login without blocking, so the server can refuse it on its event loop.
+    """
+
+    def __init__(
+        self,
+        backend,
+        max_body_bytes=DEFAULT_SETTINGS["max_body_bytes"],
+        document=None,
+        throttle=None,
+    ):
+        self.backend = backend
+        self.max_body_bytes = max_body_bytes
+        self.document = document
+        self.throttle = LoginThrottle(0, 1) if throttle is None else throttle
+
+    def declared_too_large(self, content_length):
+        """A 413 Response when a Content-Length header announces too large a body, else None."""
+        if (
+            content_length
+            and content_length.isdigit()
+            and int(content_length) > self.max_body_bytes
+        ):
+            return self.too_large()
+        return None
+
+    def too_large(self):
+        return failure(413, f"the body is over the limit of {self.max_body_bytes} bytes")
+
+    def throttled(self, request):
+        """
+        The 429 Response for a password login the throttle refuses now, else None (handle()
+        answers everything else). Reads nothing from Salt and never blocks.
+        """
+        is_login = (request.method, request.path) == ("POST", f"{PREFIX}/login")
+        if not is_login or not self.throttle.failures:
+            return None
+        username = self._login_username(request)
+        if username is None:
+            return None
+        try:
+            self._check_throttle(request.client, username)
+        except ApiError as err:
+            return failure(err.status, err.message, err.field, err.headers)
+        return None
+
+    def _login_username(self, request):
+        """The user name of a password login's body; None for a token check or a bad body."""
+        if len(request.body) > self.max_body_bytes:
+            return None
+        try:
+            username = json_object(request).get("username")
+        except ApiError:
+            return None
+        return username if isinstance(username, str) else None
+
+    def _check_throttle(self, client, username):
+        refusal = self.throttle.refusal(client, username)
+        if refusal is not None:
+            raise ApiError(
+                429,
+                f"too many failed logins for {refusal.what}: try again in "
+                f"{refusal.seconds} seconds",
+                headers={"Retry-After": str(refusal.seconds)},
+            )
+
+    def handle(self, request):
+        try:
+            route, params = route_for(request.method, request.path)
+            if len(request.body) > self.max_body_bytes:
+                return self.too_large()
+            return getattr(self, route.operation)(self._call(route, params, request))
+        except ApiError as err:
+            return failure(err.status, err.message, err.field, err.headers)
+        except Exception:  # pylint: disable=broad-except
+            # The client gets an id to quote, never the traceback: that stays in the log.
+            incident = uuid.uuid4().hex[:12]
+            log.exception(
+                "eos_api: %s %s failed (incident %s)", request.method, request.path, incident
+            )
+            return failure(500, f"internal error (incident {incident}); see the salt-api log")
+
+    def _call(self, route, params, request):
+        token = session = None
+        if not route.public:
+            token = bearer_token(request.headers)
+            session = self._session(token)
+        body = {} if route.body is None else check_fields(json_object(request), route.body)
+        if "id" in params:
+            params = {**params, "id": check_node_id(params["id"])}
+        query = check_query(request.query, route.query)
+        return Call(params, query, body, token, session, request.client)
+
+    def _session(self, token):
+        session = _via_salt("the token check", self.backend.session, token)
+        if session is None:
+            raise unauthorized("the token is unknown or expired: log in again")
+        return session
+
+    def _runner(self, call, fun, kwarg=None):
+        kwarg = kwarg or {}
+        if not self.backend.may_run(call.session, fun, kwarg):
+            raise ApiError(
+                403,
+                f"user {call.session['user']!r} may not run {fun} "
+                f"(the master's external_auth must allow @runner {fun})",
+            )
+        return runner_result(fun, _via_salt(fun, self.backend.run, call.token, fun, kwarg))
+
+    # --- operations: one per route ---
+
+    def login(self, call):
+        if "token" in call.body:
+            if set(call.body) != {"token"}:
+                raise _field_error("token", "give a token or username, password and eauth")
+            token = call.body["token"]
+        else:
+            for name in ("username", "password", "eauth"):
+                if name not in call.body:
+                    raise _field_error(name, "is required (or give a token)")
+            credentials = [call.body[name] for name in ("username", "password", "eauth")]
+            # Again here: logins that waited for a worker while others failed are refused too.
+            self._check_throttle(call.client, call.body["username"])
+            token = _via_salt("the login", self.backend.login, *credentials)
+            if token is None:
+                self.throttle.failed(call.client, call.body["username"])
+                raise unauthorized("username, password or eauth not accepted")
+            self.throttle.succeeded(call.body["username"])
+        return success({"token": token, **self._session(token)})
+
+    def logout(self, call):
+        _via_salt("the logout", self.backend.logout, call.token)
+        return success({"logged_out": True})
+
+    def health(self, call):
+        master_up = self.backend.master_running()
+        registry_state = self.backend.registry_state()
+        healthy = master_up and registry_state in ("ok", "empty")
+        return success(
+            {
+                "status": "ok" if healthy else "degraded",
+                "api_version": API_VERSION,
+                "version": __version__,
+                "master": "running" if master_up else "not running",
+                "registry": registry_state,
+            }
+        )
+
+    def openapi(self, call):
+        return Response(200, self.document)
+
+    def cluster_info(self, call):
+        return success(self._runner(call, "eos_cluster.info", dict(call.query)))
+
+    def register_node(self, call):
+        details = dict(call.body)
+        node_id = details.pop("id")
+        report = self._runner(call, "eos_cluster.preregister", {"node_id": node_id, **details})
+        location = f"{PREFIX}/nodes/{urllib.parse.quote(node_id, safe='')}"
+        return success(report, status=201, headers={"Location": location})
+
+    def list_nodes(self, call):
+        status = call.query.get("status")
+        kwarg = {} if status is None else {"status": status}
+        records = self._runner(call, "eos_cluster.nodes", kwarg)
+        offset = call.query.get("offset", 0)
+        limit = call.query.get("limit")
+        page = records[offset:] if limit is None else records[offset : offset + limit]
+        return success({"nodes": page, "total": len(records), "offset": offset, "limit": limit})
+
+    def get_node(self, call):
+        node_id = call.params["id"]
+        for record in self._runner(call, "eos_cluster.nodes"):
+            if record.get("id") == node_id:
+                return success(record)
+        raise ApiError(404, f"{node_id}: no such node in the registry")
+
+    def remove_node(self, call):
+        return success(self._runner(call, "eos_cluster.remove", {"node_id": call.params["id"]}))
+
+    def accept_node(self, call):
+        return success(self._runner(call, "eos_cluster.accept", {"node_id": call.params["id"]}))
+
+    def reject_node(self, call):
+        return success(self._runner(call, "eos_cluster.reject", {"node_id": call.params["id"]}))
+
+    def calculate_roles(self, call):
+        return success(self._runner(call, "eos_roles.calculate", dict(call.body)))
+
+    def apply_roles(self, call):
+        return success(self._runner(call, "eos_roles.apply"))
+
+    def storage_report(self, call):
+        mine = self._runner(call, "mine.get", {"tgt": "*", "fun": ANALYZE_FUNCTION}) or {}
+        nodes = {node: {"jid": None, "mounts": report} for node, report in _reports(mine)}
+        if nodes:
+            return success({"source": "mine", "nodes": nodes})
+        if not all(self.backend.may_run(call.session, fun, {}) for fun in JOB_CACHE_RUNNERS):
+            return success(
+                {
+                    "source": "none",
+                    "nodes": {},
+                    "note": "the mine holds no eos_storage.analyze data and the job cache "
+                    f"needs @runner {' and '.join(JOB_CACHE_RUNNERS)}",
+                }
+            )
+        return success({"source": "job_cache", "nodes": self._latest_analyses(call)})
+
+    def _latest_analyses(self, call):
+        jobs = self._runner(call, "jobs.list_jobs", {"search_function": ANALYZE_FUNCTION}) or {}
+        nodes = {}
+        for jid in sorted(jobs, reverse=True)[:MAX_REPORT_JOBS]:
+            returns = self._runner(call, "jobs.lookup_jid", {"jid": jid}) or {}
+            for node, report in _reports(returns):
+                nodes.setdefault(node, {"jid": jid, "mounts": report})
+        return nodes
+
+
+def _reports(returns):
+    """(node, analysis) pairs: a node whose analyze failed returned text, not a mapping."""
+    if not isinstance(returns, Mapping):
+        return []
+    return [(node, report) for node, report in returns.items() if isinstance(report, Mapping)]
+
+
+def _via_salt(what, function, *args):
+    """``function(*args)``, a call into Salt; Salt's exceptions become ApiErrors."""
+    try:
+        return function(*args)
+    except Exception as err:  # pylint: disable=broad-except
+        name = type(err).__name__
+        status = salt_error(name, str(err))
+        if status is None:
+            raise  # not Salt's: Api.handle logs it under an incident id
+        log.error("eos_api: %s: %s: %s", what, name, err)
+        raise _salt_api_error(what, status, str(err)) from err
+
+
+def _salt_api_error(what, status, message):
+    if status == 503:
+        return ApiError(503, "the salt-master is not answering; try again later")
+    if status == 504:
+        return ApiError(504, f"{what} did not finish in time; it may still be running")
+    if status >= 500:
+        return ApiError(500, f"{what} failed on the master; see the log")
+    if status in (401, 403):
+        # The token and its permissions were checked just before: the master and salt-api
+        # disagree (different external_auth), or the token expired in between.
+        return ApiError(403, f"the master refused {what} for this token")
+    return ApiError(status, message)
+
+
+def load_document(path=OPENAPI_DOCUMENT):
+    """The OpenAPI document the API serves."""
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

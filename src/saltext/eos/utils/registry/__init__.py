@@ -1,0 +1,223 @@
+"""
+The cluster registry: one record per node in Salt's cache, a small cluster summary, status
+transitions with history, the acceptance policy and scale detection.
+
+Storage
+=======
+
+Everything lives in the master's Salt cache (``salt.cache``), so whichever ``cache`` backend
+the master uses holds it: ``localfs`` by default; ``redis``, ``etcd``, ``consul`` or
+``mysql`` when several masters share one registry.
+
+- bank ``eos/nodes``, one key per node id: the node record. Two nodes registering at once
+  write two different keys and never overwrite each other.
+- bank ``eos/cluster``, key ``summary``: ``{cluster_id, created_at, first_node, counts,
+  node_count, scale, roles, assignment_version, updated_at}``. Reading one node's pillar
+  costs the node's own record plus this summary, whatever the cluster size.
+- bank ``eos/cluster``, key ``assignment``: the last role assignment stored by
+  ``eos_roles.apply`` (``{version, assignments, stored_at}``).
+
+Every change (a record and the summary counts together) happens under one lock (the runner
+passes a ``FileLock`` shared by every process of the master), so the counts stay exact however
+many registrations arrive at once. Masters sharing a remote cache do not share that lock: a
+node's record is still only written by the master handling that node, but the summary counts
+may then drift; ``Registry.rebuild_summary`` (``salt-run eos_cluster.info recount=True``)
+recounts them from the records.
+
+Statuses
+========
+
+``pending`` (known, waiting for acceptance), ``accepted`` (a member, not yet configured),
+``active`` (configured and serving), ``failed`` (its configuration failed), ``rejected``.
+``TRANSITIONS`` lists the allowed changes; every change is appended to the record's history
+(the last ``HISTORY_LIMIT`` are kept) and reported to ``on_change`` (the runner fires
+``eos/cluster/node/<id>/<status>``). Accepted and active nodes are the cluster's members: they
+make ``node_count`` and so the scale.
+
+Node ids follow the one rule of ``saltext.eos.utils.nodeid`` (``check_node_id``). A
+registration sent more than ``eos:registration:max_clock_skew_seconds`` (default 300) ahead of
+the master's clock is refused, and a recorded time beyond that bound orders nothing (see
+"registration order" below), so a clock ahead never locks a node out.
+
+Acceptance policy (master config ``eos:accept``)
+================================================
+
+.. code-block:: yaml
+
+    eos:
+      accept: manual              # default: salt-run eos_cluster.accept <id>
+    # or
+      accept: auto                # every node that asks
+    # or
+      accept:
+        auto: true
+        match: "G@os:Debian and G@eos_join:yes"   # Salt compound matcher, optional
+        require_health: true      # default in this form: critical checks must pass
+
+The first node of a new cluster is always accepted, so a single node can bootstrap itself.
+
+Scale
+=====
+
+From the number of members: ``single`` (0 or 1), ``small`` (from 2), ``medium`` (from 4),
+``distributed`` (from 7). Master config ``eos:scale_boundaries`` moves where each scale starts,
+e.g. ``{medium: 5, distributed: 10}``. Each scale has a profile: the analyzer thresholds
+(``thresholds.PROFILES``), the storage monitoring interval and how far cleanup may go on its own
+(``SCALE_POLICIES``).
+"""
+
+from .errors import AlreadyRegistered
+from .errors import ClockSkew
+from .errors import InvalidNodeId
+from .errors import InvalidPayload
+from .errors import InvalidTransition
+from .errors import RegistryBusy
+from .errors import RegistryError
+from .errors import StaleJoin
+from .errors import UnknownNode
+from .lock import FileLock
+from .payload import CHECK_FIELDS
+from .payload import DEFAULT_MAX_CLOCK_SKEW
+from .payload import DISK_FIELDS
+from .payload import DISK_GB
+from .payload import DOMAIN_FIELDS
+from .payload import HEALTH_FIELDS
+from .payload import INTERFACE_FIELDS
+from .payload import MAX_CHECKS
+from .payload import MAX_DISKS
+from .payload import MAX_ID_LENGTH
+from .payload import MAX_INTERFACES
+from .payload import MAX_LABELS
+from .payload import MAX_MOUNTS_PER_DISK
+from .payload import MAX_NAME_LENGTH
+from .payload import MAX_PATH_LENGTH
+from .payload import MAX_PAYLOAD_BYTES
+from .payload import MAX_TEXT_LENGTH
+from .payload import MEMORY_GB
+from .payload import NETWORK_FIELDS
+from .payload import PAYLOAD_FIELDS
+from .payload import RESOURCE_FIELDS
+from .payload import ROLE_NAME
+from .payload import SIGNATURE_ALGORITHM
+from .payload import STORAGE_TYPES
+from .payload import Registration
+from .payload import check_node_id
+from .payload import check_preregistration
+from .payload import check_registration
+from .payload import check_sent_at
+from .payload import decode_signature
+from .payload import encode_signature
+from .payload import max_clock_skew
+from .payload import signing_message
+from .payload import supersedes
+from .payload import without_job_metadata
+from .policy import POLICY_FIELDS
+from .policy import AcceptancePolicy
+from .policy import Decision
+from .policy import InvalidPolicy
+from .policy import acceptance_policy
+from .policy import decide
+from .scale import SCALE_POLICIES
+from .scale import SCALE_STARTS
+from .scale import SCALES
+from .scale import InvalidBoundaries
+from .scale import scale_boundaries
+from .scale import scale_for
+from .scale import scale_profile
+from .store import ASSIGNMENT_KEY
+from .store import CLUSTER_BANK
+from .store import HISTORY_LIMIT
+from .store import LOCK_FILE
+from .store import MEMBER_STATUSES
+from .store import NODES_BANK
+from .store import REMOVED
+from .store import STATUSES
+from .store import SUMMARY_KEY
+from .store import TRANSITIONS
+from .store import Outcome
+from .store import Registry
+from .store import as_role_node
+from .store import empty_summary
+from .store import new_record
+from .store import node_storage_type
+from .store import open_registry
+from .store import timestamp
+
+__all__ = [
+    "ASSIGNMENT_KEY",
+    "CHECK_FIELDS",
+    "CLUSTER_BANK",
+    "DEFAULT_MAX_CLOCK_SKEW",
+    "DISK_FIELDS",
+    "DISK_GB",
+    "DOMAIN_FIELDS",
+    "HEALTH_FIELDS",
+    "HISTORY_LIMIT",
+    "INTERFACE_FIELDS",
+    "LOCK_FILE",
+    "MAX_CHECKS",
+    "MAX_DISKS",
+    "MAX_ID_LENGTH",
+    "MAX_INTERFACES",
+    "MAX_LABELS",
+    "MAX_MOUNTS_PER_DISK",
+    "MAX_NAME_LENGTH",
+    "MAX_PATH_LENGTH",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_TEXT_LENGTH",
+    "MEMBER_STATUSES",
+    "MEMORY_GB",
+    "NETWORK_FIELDS",
+    "NODES_BANK",
+    "PAYLOAD_FIELDS",
+    "POLICY_FIELDS",
+    "REMOVED",
+    "RESOURCE_FIELDS",
+    "ROLE_NAME",
+    "SCALES",
+    "SCALE_POLICIES",
+    "SCALE_STARTS",
+    "SIGNATURE_ALGORITHM",
+    "STATUSES",
+    "STORAGE_TYPES",
+    "SUMMARY_KEY",
+    "TRANSITIONS",
+    "AcceptancePolicy",
+    "AlreadyRegistered",
+    "ClockSkew",
+    "Decision",
+    "FileLock",
+    "InvalidBoundaries",
+    "InvalidNodeId",
+    "InvalidPayload",
+    "InvalidPolicy",
+    "InvalidTransition",
+    "Outcome",
+    "Registration",
+    "Registry",
+    "RegistryBusy",
+    "RegistryError",
+    "StaleJoin",
+    "UnknownNode",
+    "acceptance_policy",
+    "as_role_node",
+    "check_node_id",
+    "check_preregistration",
+    "check_registration",
+    "check_sent_at",
+    "decide",
+    "decode_signature",
+    "empty_summary",
+    "encode_signature",
+    "max_clock_skew",
+    "new_record",
+    "node_storage_type",
+    "open_registry",
+    "scale_boundaries",
+    "scale_for",
+    "scale_profile",
+    "signing_message",
+    "supersedes",
+    "timestamp",
+    "without_job_metadata",
+]
