@@ -20,8 +20,8 @@ import time
 import salt.config
 import salt.loader
 
-from saltext.eos.utils import analyzer
 from saltext.eos.utils import config
+from saltext.eos.utils.storage import analyzer
 
 TARGET_RATIO = 0.2
 

@@ -19,7 +19,7 @@ import time
 import salt.config
 import salt.loader
 
-from saltext.eos.utils import watch
+from saltext.eos.utils.storage import watch
 
 TARGET_RATIO = 1.5
 MOUNTS = ["/"]

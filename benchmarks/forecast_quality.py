@@ -11,7 +11,7 @@ within 24 h (warning), and the true future says whether it is:
 - a **false alarm**: an alarm for a horizon H while the disk truly has more than 1.5 H;
 - a **missed alarm**: no alarm while the disk is truly full within 0.75 H.
 
-EOS runs through ``saltext.eos.utils.growth.replay_steps``: the same history tiers and
+EOS runs through ``saltext.eos.utils.storage.growth.replay_steps``: the same history tiers and
 estimator as ``eos_storage.analyze`` and the beacon. The baseline is a least-squares line
 through the last 6 h of samples, extrapolated H ahead, as ``predict_linear`` does. Target:
 zero false and zero missed alarms for EOS; the baseline raises several.
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from saltext.eos.utils import growth
+from saltext.eos.utils.storage import growth
 
 GIB = 1024**3
 TOTAL = 100 * GIB

@@ -1,5 +1,5 @@
 """
-Benchmark: the rebalance planner (`saltext.eos.utils.rebalance.plan`) on skewed fleets of
+Benchmark: the rebalance planner (`saltext.eos.utils.datasets.rebalance.plan`) on skewed fleets of
 100, 1,000 and 10,000 data nodes.
 
 Each fleet is generated from a fixed seed: three capacity classes (4, 8 and 16 TB); most nodes
@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-from saltext.eos.utils import rebalance
+from saltext.eos.utils.datasets import rebalance
 
 SIZES = (100, 1_000, 10_000)
 SEED = 20240611

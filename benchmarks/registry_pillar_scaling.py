@@ -31,7 +31,7 @@ import salt.config
 import salt.loader
 import salt.pillar
 
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 SIZES = (10, 1_000, 10_000)
 SEED = 20240601

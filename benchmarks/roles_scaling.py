@@ -1,6 +1,6 @@
 """
-Benchmark: how the role solver (`saltext.eos.utils.placement.solve`) scales with cluster size,
-and how much churn one joining node causes.
+Benchmark: how the role solver (`saltext.eos.utils.cluster.placement.solve`) scales with
+cluster size, and how much churn one joining node causes.
 
 Clusters of 10, 100, 1,000 and 10,000 heterogeneous nodes (five hardware classes, three
 datacenters, 8 racks each, some ssd/nvme labels), generated from a fixed seed. Each size is
@@ -24,8 +24,8 @@ import statistics
 import sys
 import time
 
-from saltext.eos.utils import placement
-from saltext.eos.utils import roles
+from saltext.eos.utils.cluster import placement
+from saltext.eos.utils.cluster import roles
 
 SIZES = (10, 100, 1_000, 10_000)
 SEED = 20240601

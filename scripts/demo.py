@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from saltext.eos.utils.bootstrap import MASTER_BLOCK
+from saltext.eos.utils.cluster.bootstrap import MASTER_BLOCK
 
 BIN = pathlib.Path(sys.executable).parent
 MINION_IDS = ("eos-demo-alpha", "eos-demo-bravo", "eos-demo-charlie")

@@ -8,7 +8,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.storage import thresholds
 from tests.support.filesystems import fill_to
 from tests.support.filesystems import loop_ext4
 

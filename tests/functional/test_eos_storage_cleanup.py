@@ -361,7 +361,7 @@ def _run_while_another_process_holds(loaders, tree, lock_dir):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from saltext.eos.utils import cleanup\n"
+            "from saltext.eos.utils.storage import cleanup\n"
             "with cleanup.exclusive(sys.argv[1]):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(60)\n",

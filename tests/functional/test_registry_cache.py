@@ -17,7 +17,7 @@ import pytest
 import salt.cache
 import salt.loader
 
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 AUTO = registry.AcceptancePolicy(auto=True)
 MANUAL = registry.AcceptancePolicy()

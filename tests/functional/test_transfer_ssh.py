@@ -26,7 +26,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from saltext.eos.utils import datasets
-from saltext.eos.utils import transfer
+from saltext.eos.utils.datasets import transfer
 
 SSHD = shutil.which("sshd", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
 # Where Debian's sshd insists on chrooting its unprivileged child; the service makes it.

@@ -34,7 +34,7 @@ import pytest
 import salt.crypt
 import salt.utils.yaml
 
-from saltext.eos.utils import bootstrap
+from saltext.eos.utils.cluster import bootstrap
 from tests.support.cluster import os_release_id
 from tests.support.cluster import wait_for
 

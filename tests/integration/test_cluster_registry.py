@@ -23,7 +23,7 @@ import salt.wheel
 from saltfactories.daemons.minion import SaltMinion
 from saltfactories.utils import random_string
 
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 from tests.support.cluster import minion_overrides
 from tests.support.cluster import read_registry
 from tests.support.cluster import run_ok

@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from saltext.eos.utils import analyzer
 from saltext.eos.utils import config
+from saltext.eos.utils.storage import analyzer
 from tests.support.filesystems import MIB
 from tests.support.filesystems import fill_to
 from tests.support.filesystems import loop_ext4

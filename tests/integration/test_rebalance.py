@@ -33,8 +33,8 @@ from saltfactories.utils import random_string
 
 from saltext.eos.utils import datasets
 from saltext.eos.utils import formatting
-from saltext.eos.utils import mounts
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.storage import mounts
 from tests.support.cluster import wait_for
 
 MB = 1024 * 1024

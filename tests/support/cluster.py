@@ -6,7 +6,7 @@ import time
 import pytest
 import salt.cache
 
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 
 def wait_for(probe, what, timeout=60, interval=0.25):

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from saltext.eos.utils import analyzer
 from saltext.eos.utils import config
+from saltext.eos.utils.storage import analyzer
 
 BLOCK = 4096
 BLOCKS = 1_000_000  # ~3.8 GiB

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from saltext.eos import PACKAGE_ROOT
-from saltext.eos.utils import bootstrap
-from saltext.eos.utils import checkpoint
 from saltext.eos.utils import config
+from saltext.eos.utils.cluster import bootstrap
+from saltext.eos.utils.cluster import checkpoint
 from tests.support import readme
 
 REPO = PACKAGE_ROOT.parents[2]

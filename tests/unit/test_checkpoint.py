@@ -8,9 +8,9 @@ import pytest
 import salt.utils.yaml
 
 from saltext.eos import PACKAGE_ROOT
-from saltext.eos.utils import checkpoint
-from saltext.eos.utils.checkpoint import CheckpointError
-from saltext.eos.utils.checkpoint import Tree
+from saltext.eos.utils.cluster import checkpoint
+from saltext.eos.utils.cluster.checkpoint import CheckpointError
+from saltext.eos.utils.cluster.checkpoint import Tree
 
 ID_SHAPE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-(?P<label>.+)$")
 

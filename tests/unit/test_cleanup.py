@@ -16,12 +16,12 @@ import time
 
 import pytest
 
-from saltext.eos.utils import cleanup
 from saltext.eos.utils import config
-from saltext.eos.utils import openfiles
-from saltext.eos.utils import protected
-from saltext.eos.utils import thresholds
-from saltext.eos.utils import walk
+from saltext.eos.utils.storage import cleanup
+from saltext.eos.utils.storage import openfiles
+from saltext.eos.utils.storage import protected
+from saltext.eos.utils.storage import thresholds
+from saltext.eos.utils.storage import walk
 from tests.support.protected_data import EXAMPLES
 from tests.support.protected_data import LOOKALIKES
 
@@ -1045,7 +1045,7 @@ def test_the_lock_dies_with_its_process(tree):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from saltext.eos.utils import cleanup\n"
+            "from saltext.eos.utils.storage import cleanup\n"
             "with cleanup.exclusive(sys.argv[1]):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(60)\n",

@@ -7,9 +7,9 @@ import pytest
 
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
-from saltext.eos.utils import rebalance
-from saltext.eos.utils import thresholds
-from saltext.eos.utils import transfer
+from saltext.eos.utils.datasets import rebalance
+from saltext.eos.utils.datasets import transfer
+from saltext.eos.utils.storage import thresholds
 from tests.support.memory_cache import MemoryCache
 
 
@@ -380,7 +380,7 @@ def runner(monkeypatch):
     nodes are never asked): n1 holds datasets a and b, n2 is empty, w1 is a web node.
     """
     from saltext.eos.runners import eos_storage
-    from saltext.eos.utils import registry
+    from saltext.eos.utils.cluster import registry
 
     cache = MemoryCache()
     reg = registry.Registry(cache)
@@ -461,8 +461,8 @@ def test_a_dry_run_plans_and_a_failed_data_node_blocks_execution(runner):
 
 def test_a_second_execution_while_one_holds_the_lease_moves_nothing(runner):
     from saltext.eos.runners import eos_storage
-    from saltext.eos.utils import lease as leases
-    from saltext.eos.utils import registry
+    from saltext.eos.utils.cluster import lease as leases
+    from saltext.eos.utils.cluster import registry
 
     held = leases.Lease(
         runner.registry.cache, runner.registry.lock, registry.CLUSTER_BANK,
@@ -481,7 +481,7 @@ def test_a_second_execution_while_one_holds_the_lease_moves_nothing(runner):
 
 
 def test_an_execution_releases_its_lease(runner):
-    from saltext.eos.utils import registry
+    from saltext.eos.utils.cluster import registry
 
     runner.registry.set_status("n2", "failed", "test")  # blocked: nothing to move
     runner.run(dry_run=False)

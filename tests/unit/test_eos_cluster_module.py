@@ -9,7 +9,7 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.modules import eos_cluster as eos_cluster_module
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 MINION_ID = "node-7"
 

@@ -15,7 +15,7 @@ import salt.utils.yaml
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos.runners import eos_cluster
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 NODE_JOIN = PACKAGE_ROOT / "reactor" / "node_join.sls"
 

@@ -8,7 +8,7 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_roles
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 GIB = 1024**3
 

@@ -15,8 +15,8 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.modules import eos_storage as eos_storage_module
-from saltext.eos.utils import cleanup as cleanup_engine
-from saltext.eos.utils import walk
+from saltext.eos.utils.storage import cleanup as cleanup_engine
+from saltext.eos.utils.storage import walk
 from tests.support.filesystems import usage_percent
 
 MINION_ID = "node-7"

@@ -7,7 +7,7 @@ import types
 import pytest
 
 from saltext.eos.utils import config
-from saltext.eos.utils import fsadvice
+from saltext.eos.utils.storage import fsadvice
 
 MIB = fsadvice.MIB
 GIB = fsadvice.GIB

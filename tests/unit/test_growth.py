@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from saltext.eos.utils import growth
+from saltext.eos.utils.storage import growth
 
 GIB = 1024**3
 MINUTE = 60

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from saltext.eos.utils import config
-from saltext.eos.utils import health
+from saltext.eos.utils.cluster import health
 
 Usage = collections.namedtuple("Usage", "total used free percent")
 

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from saltext.eos.utils import history
+from saltext.eos.utils.storage import history
 
 DAY = 86400
 # A day boundary that is also a 2-hour one, far enough from 0 for 90 days of history.

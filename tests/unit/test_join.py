@@ -9,8 +9,8 @@ which nodes were configured, checkpointed and rolled back.
 import pytest
 
 from saltext.eos.utils import config
-from saltext.eos.utils import join
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import join
+from saltext.eos.utils.cluster import registry
 from tests.support.clock import Clock
 from tests.support.memory_cache import MemoryCache
 

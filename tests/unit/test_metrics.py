@@ -4,8 +4,8 @@ import stat
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from saltext.eos.utils import metrics
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.storage import metrics
+from saltext.eos.utils.storage import thresholds
 
 GIB = 1024**3
 

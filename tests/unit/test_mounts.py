@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from saltext.eos.utils import mounts
+from saltext.eos.utils.storage import mounts
 
 
 def statvfs_result(blocks=1000, bfree=300, bavail=250, files=100, ffree=40, frsize=4096, flag=0):

@@ -7,8 +7,8 @@ import schemathesis
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import api
-from saltext.eos.utils import nodeid
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import nodeid
+from saltext.eos.utils.cluster import registry
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 DOCS_COPY = PACKAGE_ROOT.parents[2] / "docs" / "openapi.json"

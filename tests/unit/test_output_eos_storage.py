@@ -5,7 +5,7 @@ import pytest
 from saltext.eos.output import eos_storage as outputter
 from saltext.eos.utils import datasets
 from saltext.eos.utils import formatting
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.storage import thresholds
 from tests.support.memory_cache import MemoryCache
 
 GIB = 1024**3

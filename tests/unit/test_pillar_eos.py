@@ -6,7 +6,7 @@ import pytest
 import salt.cache
 
 from saltext.eos.pillar import eos as eos_pillar
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from saltext.eos.utils import placement
-from saltext.eos.utils import roles
+from saltext.eos.utils.cluster import placement
+from saltext.eos.utils.cluster import roles
 
 BIG = {"cpu": 16, "memory_gb": 64, "disk_gb": 1000}  # meets every default role
 SMALL = {"cpu": 2, "memory_gb": 4, "disk_gb": 50}  # edge or app only

@@ -14,9 +14,9 @@ import types
 
 import pytest
 
-from saltext.eos.utils import fsadvice
-from saltext.eos.utils import mounts
-from saltext.eos.utils import provision
+from saltext.eos.utils.storage import fsadvice
+from saltext.eos.utils.storage import mounts
+from saltext.eos.utils.storage import provision
 
 GIB = fsadvice.GIB
 DEVICE = "/dev/sdx"

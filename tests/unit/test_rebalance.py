@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from saltext.eos.utils import config
-from saltext.eos.utils import rebalance
+from saltext.eos.utils.datasets import rebalance
 
 
 def node(node_id, capacity, used, role="data", cleanup=90, **domain):

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from saltext.eos.utils import config
-from saltext.eos.utils import registry
-from saltext.eos.utils import roles
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import roles
+from saltext.eos.utils.storage import thresholds
 from tests.support.memory_cache import MemoryCache
 
 MANUAL = registry.AcceptancePolicy()

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from saltext.eos.utils import config
-from saltext.eos.utils import resources
+from saltext.eos.utils.cluster import resources
 
 Partition = collections.namedtuple("Partition", "device mountpoint fstype opts")
 Usage = collections.namedtuple("Usage", "total used free percent")
@@ -247,7 +247,7 @@ def test_collect_puts_it_together(fake):
 
 
 def test_collect_on_this_machine_is_a_valid_registration():
-    from saltext.eos.utils import registry
+    from saltext.eos.utils.cluster import registry
 
     collected = resources.collect(layers(), {})
     body = {

@@ -7,7 +7,7 @@ module (tests/unit/test_eos_storage_cleanup_module.py).
 import pytest
 
 from saltext.eos.utils import config
-from saltext.eos.utils import response
+from saltext.eos.utils.storage import response
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from saltext.eos import PACKAGE_ROOT
-from saltext.eos.utils import roles
+from saltext.eos.utils.cluster import roles
 
 ROLES_DIR = PACKAGE_ROOT / "roles"
 PROJECT_ROOT = PACKAGE_ROOT.parents[2]

@@ -6,7 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from saltext.eos.utils import config
-from saltext.eos.utils import roles
+from saltext.eos.utils.cluster import roles
 
 # Monotone in n: every role but the single-node role and the remainder.
 MONOTONE_ROLES = [

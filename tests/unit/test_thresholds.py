@@ -1,7 +1,7 @@
 import pytest
 
 from saltext.eos.utils import config
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.storage import thresholds
 
 
 def layers(minion=None, pillar=None):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from saltext.eos.utils import transfer
+from saltext.eos.utils.datasets import transfer
 
 SOURCE = transfer.Endpoint("data-3.example", "/srv/eos/datasets/orders")
 STAGING = "/srv/eos/datasets/.eos-staging/orders"

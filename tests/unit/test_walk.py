@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from saltext.eos.utils import walk
+from saltext.eos.utils.storage import walk
 from tests.support.filesystems import bind_mount
 
 KIB = 1024

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from saltext.eos.utils import config
-from saltext.eos.utils import thresholds
-from saltext.eos.utils import watch
+from saltext.eos.utils.storage import thresholds
+from saltext.eos.utils.storage import watch
 
 BLOCKS = 1_000_000
 BLOCK = 4096

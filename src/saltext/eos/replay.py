@@ -14,7 +14,7 @@ Input, by content:
   avail alone with ``--total-bytes``); ``--mountpoint`` picks one mount from a larger export.
 
 The history goes through the same tiers and estimator as ``eos_storage.analyze`` and the
-beacon (``saltext.eos.utils.growth.replay_steps``). The output lists every change of the
+beacon (``saltext.eos.utils.storage.growth.replay_steps``). The output lists every change of the
 forecast level (the level the beacon raises from the time to full alone: warning under
 24 h, critical under 4 h) and ends with the report at the last sample. Exit code 0; 2 for
 input that cannot be read, with the reason.
@@ -27,7 +27,7 @@ import json
 import sys
 
 from saltext.eos.utils import formatting
-from saltext.eos.utils import growth
+from saltext.eos.utils.storage import growth
 
 AVAIL = "node_filesystem_avail_bytes"
 SIZE = "node_filesystem_size_bytes"

@@ -43,10 +43,10 @@ import logging
 
 import salt.utils.beacons
 
-from saltext.eos.utils import analyzer
 from saltext.eos.utils import config
-from saltext.eos.utils import thresholds
-from saltext.eos.utils import watch
+from saltext.eos.utils.storage import analyzer
+from saltext.eos.utils.storage import thresholds
+from saltext.eos.utils.storage import watch
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _watch(beacon_config):
 
 
 def _write_textfile(path, reports):
-    from saltext.eos.utils import metrics
+    from saltext.eos.utils.storage import metrics
 
     try:
         metrics.write_atomically(path, metrics.render(reports, __opts__.get("id")))

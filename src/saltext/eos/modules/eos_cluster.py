@@ -74,12 +74,12 @@ from salt.exceptions import InvalidKeyError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos import PACKAGE_ROOT
-from saltext.eos.utils import bootstrap as bootstrapping
-from saltext.eos.utils import checkpoint as checkpoints_store
 from saltext.eos.utils import config
-from saltext.eos.utils import health
-from saltext.eos.utils import registry
-from saltext.eos.utils import resources as node_resources
+from saltext.eos.utils.cluster import bootstrap as bootstrapping
+from saltext.eos.utils.cluster import checkpoint as checkpoints_store
+from saltext.eos.utils.cluster import health
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import resources as node_resources
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
-from saltext.eos.utils import thresholds
-from saltext.eos.utils import transfer
+from saltext.eos.utils.datasets import transfer
+from saltext.eos.utils.storage import thresholds
 
 log = logging.getLogger(__name__)
 

@@ -107,16 +107,16 @@ import logging
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-from saltext.eos.utils import analyzer
-from saltext.eos.utils import cleanup as cleanup_engine
 from saltext.eos.utils import config
-from saltext.eos.utils import fsadvice
-from saltext.eos.utils import metrics as prometheus
-from saltext.eos.utils import mounts
-from saltext.eos.utils import provision as provision_engine
-from saltext.eos.utils import response
-from saltext.eos.utils import thresholds as threshold_engine
-from saltext.eos.utils import walk
+from saltext.eos.utils.storage import analyzer
+from saltext.eos.utils.storage import cleanup as cleanup_engine
+from saltext.eos.utils.storage import fsadvice
+from saltext.eos.utils.storage import metrics as prometheus
+from saltext.eos.utils.storage import mounts
+from saltext.eos.utils.storage import provision as provision_engine
+from saltext.eos.utils.storage import response
+from saltext.eos.utils.storage import thresholds as threshold_engine
+from saltext.eos.utils.storage import walk
 
 log = logging.getLogger(__name__)
 

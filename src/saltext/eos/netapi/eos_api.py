@@ -67,7 +67,7 @@ import tornado.httpserver
 import tornado.web
 
 from saltext.eos.utils import api
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ import logging
 from salt.exceptions import CommandExecutionError
 
 from saltext.eos.utils import config
-from saltext.eos.utils import registry
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.storage import thresholds
 
 log = logging.getLogger(__name__)
 

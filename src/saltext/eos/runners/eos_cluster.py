@@ -51,7 +51,7 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
 from saltext.eos.utils import events
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,10 @@ def register(node_id=None, payload=None, pending_key=False):
 
     node_id
         The minion id Salt authenticated: the event envelope's ``data['id']``, never an id
-        inside the payload. An id that breaks the node id rule (``saltext.eos.utils.nodeid``:
-        glob or targeting characters, whitespace, a leading ``-`` or ``.``, non-ASCII, over
-        253 characters) is refused with the reason, its Salt key left as it is.
+        inside the payload. An id that breaks the node id rule
+        (``saltext.eos.utils.cluster.nodeid``: glob or targeting characters, whitespace, a
+        leading ``-`` or ``.``, non-ASCII, over 253 characters) is refused with the reason,
+        its Salt key left as it is.
     payload
         ``{resources, health, preferred_role, sent_at_ms, signature}`` as the minion's
         ``eos_cluster.register`` sends it. It must be signed with node_id's accepted Salt key;

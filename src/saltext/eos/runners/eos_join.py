@@ -6,7 +6,7 @@ The orchestration starts when a node is accepted (``eos/cluster/node/<id>/accept
 checkpoint), ``health``, ``checkpoint`` (on the minions), ``assign`` (roles),
 ``configure`` (highstate where roles changed) and ``finish`` (node active); ``rollback``
 runs when any step fails. Each step is also a runner function an operator can call, and
-``status`` shows where a node's last join stands. ``saltext.eos.utils.join`` documents the
+``status`` shows where a node's last join stands. ``saltext.eos.utils.cluster.join`` documents the
 steps in full.
 
 Master configuration, every key optional:
@@ -44,8 +44,8 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
 from saltext.eos.utils import events
-from saltext.eos.utils import join
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import join
+from saltext.eos.utils.cluster import registry
 
 log = logging.getLogger(__name__)
 

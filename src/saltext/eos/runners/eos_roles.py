@@ -1,7 +1,7 @@
 """
 Role placement for the EOS cluster: which role each registered node plays.
 
-The solver (``saltext.eos.utils.placement``) places roles by the nodes' real resources,
+The solver (``saltext.eos.utils.cluster.placement``) places roles by the nodes' real resources,
 keeps nodes in their roles whenever it can, and explains every decision. This runner feeds
 it the registry's members (accepted and active nodes) and stores its answer.
 
@@ -33,9 +33,9 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
 from saltext.eos.utils import events
-from saltext.eos.utils import placement
-from saltext.eos.utils import registry
-from saltext.eos.utils import roles as role_rules
+from saltext.eos.utils.cluster import placement
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import roles as role_rules
 
 log = logging.getLogger(__name__)
 

@@ -45,11 +45,11 @@ from salt.exceptions import SaltInvocationError
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
 from saltext.eos.utils import events
-from saltext.eos.utils import lease as leases
-from saltext.eos.utils import rebalance as planner
-from saltext.eos.utils import registry
-from saltext.eos.utils import thresholds
-from saltext.eos.utils import transfer
+from saltext.eos.utils.cluster import lease as leases
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.datasets import rebalance as planner
+from saltext.eos.utils.datasets import transfer
+from saltext.eos.utils.storage import thresholds
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ mounted, in fstab by UUID (see docs/filesystems.md):
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
-from saltext.eos.utils import cleanup as cleanup_engine
 from saltext.eos.utils import formatting
-from saltext.eos.utils import mounts
-from saltext.eos.utils import provision as provision_engine
+from saltext.eos.utils.storage import cleanup as cleanup_engine
+from saltext.eos.utils.storage import mounts
+from saltext.eos.utils.storage import provision as provision_engine
 
 __virtualname__ = "eos_storage"
 

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping
 
-from saltext.eos.utils import registry
+from saltext.eos.utils.cluster import registry
 
 from .envelope import ApiError
 

@@ -6,7 +6,7 @@ import gzip
 import os
 import stat
 
-from saltext.eos.utils import walk
+from saltext.eos.utils.storage import walk
 
 from .safety import DIRECTORY_FLAGS
 from .safety import _allocated_for

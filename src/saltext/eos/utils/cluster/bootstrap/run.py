@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from dataclasses import field
 
-from saltext.eos.utils import checkpoint as checkpoints
+from saltext.eos.utils.cluster import checkpoint as checkpoints
 
 from .dropins import write_atomically
 from .inputs import FINGER_FAIL

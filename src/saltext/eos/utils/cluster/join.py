@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from saltext.eos.utils import config
-from saltext.eos.utils import placement
-from saltext.eos.utils import registry
-from saltext.eos.utils import roles as role_rules
+from saltext.eos.utils.cluster import placement
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import roles as role_rules
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 import os
 from dataclasses import dataclass
 
-from saltext.eos.utils import checkpoint as checkpoints
+from saltext.eos.utils.cluster import checkpoint as checkpoints
 
 from .inputs import DROP_IN
 from .inputs import DROP_IN_PATTERNS

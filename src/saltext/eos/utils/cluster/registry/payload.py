@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from saltext.eos.utils import config
-from saltext.eos.utils import nodeid
+from saltext.eos.utils.cluster import nodeid
 
 from .errors import ClockSkew
 from .errors import InvalidNodeId
@@ -59,7 +59,7 @@ class Registration:
 
 def check_node_id(node_id):
     """
-    ``node_id`` if it follows the node id rule (``saltext.eos.utils.nodeid``); InvalidNodeId
+    ``node_id`` if it follows the node id rule (``saltext.eos.utils.cluster.nodeid``); InvalidNodeId
     naming the id and the offending character otherwise.
     """
     reason = nodeid.problem(node_id)

@@ -27,12 +27,12 @@ import time
 from dataclasses import dataclass
 from dataclasses import field
 
-from saltext.eos.utils import analyzer
 from saltext.eos.utils import atomic
 from saltext.eos.utils import config
-from saltext.eos.utils import growth
-from saltext.eos.utils import mounts
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.storage import analyzer
+from saltext.eos.utils.storage import growth
+from saltext.eos.utils.storage import mounts
+from saltext.eos.utils.storage import thresholds
 
 DEFAULTS = {
     "mounts": [],  # globs; empty: every real mount

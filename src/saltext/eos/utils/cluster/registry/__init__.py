@@ -34,7 +34,7 @@ Statuses
 ``eos/cluster/node/<id>/<status>``). Accepted and active nodes are the cluster's members: they
 make ``node_count`` and so the scale.
 
-Node ids follow the one rule of ``saltext.eos.utils.nodeid`` (``check_node_id``). A
+Node ids follow the one rule of ``saltext.eos.utils.cluster.nodeid`` (``check_node_id``). A
 registration sent more than ``eos:registration:max_clock_skew_seconds`` (default 300) ahead of
 the master's clock is refused, and a recorded time beyond that bound orders nothing (see
 "registration order" below), so a clock ahead never locks a node out.

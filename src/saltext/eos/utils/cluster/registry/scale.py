@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 
 from saltext.eos.utils import config
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.storage import thresholds
 
 SCALES = tuple(thresholds.PROFILES)
 # The member count at which each scale starts; the first scale starts at 0.

@@ -8,8 +8,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from saltext.eos.utils import openfiles
-from saltext.eos.utils import walk
+from saltext.eos.utils.storage import openfiles
+from saltext.eos.utils.storage import walk
 
 from .file_steps import _compress_logs
 from .file_steps import _rotated_logs

@@ -7,8 +7,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from saltext.eos.utils import protected
-from saltext.eos.utils import walk
+from saltext.eos.utils.storage import protected
+from saltext.eos.utils.storage import walk
 
 from .options import GLOB_CHARACTER
 from .options import _key

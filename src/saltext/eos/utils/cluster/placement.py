@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from fractions import Fraction
 
-from saltext.eos.utils import roles as rules
+from saltext.eos.utils.cluster import roles as rules
 
 W_BALANCE = 1.0
 W_FIT = 1.0

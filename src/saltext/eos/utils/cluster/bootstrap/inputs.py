@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 
 from saltext.eos.utils import config
-from saltext.eos.utils import nodeid
-from saltext.eos.utils.health import RET_PORT
+from saltext.eos.utils.cluster import nodeid
+from saltext.eos.utils.cluster.health import RET_PORT
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def check_master_finger(finger, hash_type=DEFAULT_HASH_TYPE, where="master_finge
 def check_minion_id(minion_id, where="minion_id"):
     """
     ``minion_id`` when the master's registry will take it (the node id rule of
-    ``saltext.eos.utils.nodeid``); InvalidRequest naming the id and the character otherwise.
+    ``saltext.eos.utils.cluster.nodeid``); InvalidRequest naming the id and the character otherwise.
     """
     reason = nodeid.problem(minion_id)
     if reason is not None:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from saltext.eos.utils import atomic
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.storage import thresholds
 
 DEFAULT_TEXTFILE = "/var/lib/node_exporter/textfile_collector/eos_storage.prom"
 FILE_MODE = 0o644

@@ -469,9 +469,9 @@ def replay_steps(samples, total_bytes, every_seconds=3600, **settings):
     """
     import tempfile
 
-    from saltext.eos.utils import analyzer
     from saltext.eos.utils import config
-    from saltext.eos.utils import watch
+    from saltext.eos.utils.storage import analyzer
+    from saltext.eos.utils.storage import watch
 
     ttf = settings.pop("time_to_full", None)
     layers = config.Layers([("replay", {"analyzer": settings})])
@@ -493,8 +493,8 @@ def replay_steps(samples, total_bytes, every_seconds=3600, **settings):
 def _replayed(series, now, used, total, opts, watch_settings):
     import types
 
-    from saltext.eos.utils import analyzer
-    from saltext.eos.utils import watch
+    from saltext.eos.utils.storage import analyzer
+    from saltext.eos.utils.storage import watch
 
     free = max(total - used, 0.0)
     # The analyzer's own estimate, on the figures a statvfs would have given then.

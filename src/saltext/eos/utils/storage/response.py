@@ -18,8 +18,8 @@ deletes nothing in any case (a human must act), so it is always declared.
 from dataclasses import dataclass
 
 from saltext.eos.utils import config
-from saltext.eos.utils import registry
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.storage import thresholds
 
 # Threshold levels that ask the node for space recovery; below them the event is the record.
 ACTING_LEVELS = ("compress", "cleanup", "degraded", "emergency", "critical")

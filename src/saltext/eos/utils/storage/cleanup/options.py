@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from saltext.eos.utils import config
-from saltext.eos.utils import protected
+from saltext.eos.utils.storage import protected
 
 LEVELS = ("compress", "cleanup", "degrade", "emergency")
 CRITICAL_LEVEL = "critical"

@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 
 from saltext.eos.utils import config
-from saltext.eos.utils import growth
-from saltext.eos.utils import history
-from saltext.eos.utils import mounts
-from saltext.eos.utils import thresholds
+from saltext.eos.utils.storage import growth
+from saltext.eos.utils.storage import history
+from saltext.eos.utils.storage import mounts
+from saltext.eos.utils.storage import thresholds
 
 DEFAULTS = {
     "include_tmpfs": False,

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from saltext.eos.utils import mounts
-from saltext.eos.utils import openfiles
-from saltext.eos.utils import walk
+from saltext.eos.utils.storage import mounts
+from saltext.eos.utils.storage import openfiles
+from saltext.eos.utils.storage import walk
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from saltext.eos.utils import atomic
-from saltext.eos.utils import fsadvice
-from saltext.eos.utils import mounts
+from saltext.eos.utils.storage import fsadvice
+from saltext.eos.utils.storage import mounts
 
 FSTAB = "/etc/fstab"
 PROC_SWAPS = "/proc/swaps"
