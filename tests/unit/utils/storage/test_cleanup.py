@@ -9,13 +9,13 @@ every file's ctime 30 days old, and a file's age is then set with atime and mtim
 
 import gzip
 import os
-import pathlib
 import subprocess
 import sys
 import time
 
 import pytest
 
+from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import config
 from saltext.eos.utils.storage import cleanup
 from saltext.eos.utils.storage import openfiles
@@ -494,7 +494,7 @@ def test_site_classes_merge_class_by_class_and_never_drop_a_built_in_one():
 
 
 def test_docs_show_the_protected_classes_table():
-    docs = pathlib.Path(__file__).parents[2] / "docs" / "cleanup.md"
+    docs = PACKAGE_ROOT.parents[2] / "docs" / "cleanup.md"
     # On a mismatch, paste protected.markdown() into the "Protected data" section.
     assert protected.markdown() in docs.read_text(encoding="utf-8")
 

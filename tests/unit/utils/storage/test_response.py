@@ -1,7 +1,7 @@
 """
 The answer to a storage beacon event as plain data: the node acts on its own measured level,
 capped by ``automatic_up_to``. ``eos_storage.respond`` itself is tested with the cleanup
-module (tests/unit/test_eos_storage_cleanup_module.py).
+module (tests/unit/modules/test_eos_storage_cleanup.py).
 """
 
 import pytest
