@@ -449,7 +449,7 @@ def fresh_host():
 
 
 @pytest.fixture(scope="class")
-def host_daemons(fresh_host):  # pylint: disable=unused-argument
+def host_daemons(fresh_host):
     running = Daemons()
     yield running
     running.stop_all()  # before the namespace goes

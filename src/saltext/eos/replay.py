@@ -26,6 +26,7 @@ import datetime
 import json
 import sys
 
+from saltext.eos.utils import errors
 from saltext.eos.utils import formatting
 from saltext.eos.utils.storage import growth
 
@@ -33,7 +34,7 @@ AVAIL = "node_filesystem_avail_bytes"
 SIZE = "node_filesystem_size_bytes"
 
 
-class ReplayInputError(ValueError):
+class ReplayInputError(errors.InvalidInput):
     """The input file cannot be read as a usage history; the message says why."""
 
 

@@ -428,7 +428,7 @@ def test_a_join_state_set_by_the_site_is_not_written(etc, monkeypatch):
 
 def test_the_drop_in_keeps_the_nodes_own_eos_settings(etc, master_ports):
     """Salt replaces a main-file key with a drop-in's: the drop-in must not carry ``eos``."""
-    import salt.config  # pylint: disable=import-outside-toplevel
+    import salt.config
 
     (etc / "minion").write_text("eos: {manage_software: false}\n")
     join(master_ports)

@@ -388,7 +388,7 @@ def test_fleet_report_of_the_real_runner_rows_is_recognised():
         store.placements(),
     )
     data = {"nodes": rows, "conflicts": [], "unreported": ["n2"]}
-    assert outputter.is_fleet_report(data)
+    assert outputter._is_fleet_report(data)
 
     text = outputter.output(data)
     row = fleet_line(text, "n1")
@@ -494,15 +494,15 @@ def test_odd_values_in_a_fleet_row_do_not_crash():
     ],
 )
 def test_other_runner_returns_are_not_taken_for_a_fleet_report(data):
-    assert not outputter.is_fleet_report(data)
+    assert not outputter._is_fleet_report(data)
     text = outputter.output(data)
     assert "NODE" not in text
     assert "CAPACITY" not in text
 
 
 def test_analyze_results_are_not_taken_for_a_fleet_report():
-    assert not outputter.is_fleet_report({"/": mount_report()})
-    assert not outputter.is_storage_report(fleet({"data-1": node_row(used=TIB)}))
+    assert not outputter._is_fleet_report({"/": mount_report()})
+    assert not outputter._is_storage_report(fleet({"data-1": node_row(used=TIB)}))
 
 
 def test_fleet_table_has_no_escape_codes_when_colour_is_off():

@@ -57,6 +57,8 @@ _WATCHES = {}
 
 
 def __virtual__():
+    if __grains__.get("kernel") != "Linux":
+        return False, "eos_storage: needs Linux (mount changes from /proc/self/mounts, statvfs)"
     return __virtualname__
 
 

@@ -75,6 +75,7 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils.cluster import bootstrap as bootstrapping
 from saltext.eos.utils.cluster import checkpoint as checkpoints_store
 from saltext.eos.utils.cluster import health
@@ -86,12 +87,13 @@ log = logging.getLogger(__name__)
 __virtualname__ = "eos_cluster"
 
 REGISTER_TAG = "eos/cluster/register"
-DEFAULT_CONFIG_DIR = "/etc/eos"
 ROLE_DEFAULTS = PACKAGE_ROOT / "roles" / "defaults.yaml"
 BEACON = "eos_storage"
 
 
 def __virtual__():
+    if __grains__.get("kernel") != "Linux":
+        return False, "eos_cluster: needs Linux (disks and network links from /sys, systemd)"
     return __virtualname__
 
 
@@ -126,10 +128,8 @@ def resources():
     rotational and mounts. The network lists the NICs with their link speed in Mbit/s (null
     when the driver does not say) and link_speed_mbps, the fastest link that is up.
     """
-    try:
+    with errors.salt_errors():
         return node_resources.collect(_layers(), __grains__)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def health_check(master=None):
@@ -153,10 +153,8 @@ def health_check(master=None):
     """
     if master is not None and (not isinstance(master, str) or not master.strip()):
         raise SaltInvocationError(f"master: {master!r} is not an address or name")
-    try:
+    with errors.salt_errors():
         options = health.settings(_layers())
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
     target = health.join_target(__opts__, master, _announced_publish_port())
     return health.run_all(options, __grains__, target, _health_world())
 
@@ -285,7 +283,7 @@ def bootstrap(
     outcome: {status, roles, health}, progress, failed_step, error, rollback}``; ``already:
     True`` and no plan when the node was bootstrapped this way before (nothing is done).
     """
-    try:
+    with errors.salt_errors():
         options = bootstrapping.settings(_layers())
         if timeout is not None:
             options = dataclasses.replace(
@@ -302,8 +300,6 @@ def bootstrap(
             __opts__.get("hash_type") or bootstrapping.DEFAULT_HASH_TYPE,
         )
         node = bootstrapping.node_id(req, __opts__["id"])
-    except bootstrapping.InvalidRequest as err:
-        raise SaltInvocationError(str(err)) from err
     if req.cluster is None and options.cluster is not None:
         req = dataclasses.replace(req, cluster=options.cluster)
     if mode == "single":
@@ -346,14 +342,12 @@ def bootstrap(
 
     if bootstrapping.already_done(req, current[where.minion_drop_in]):
         return _already(summary, req, where, current)
-    try:
+    with errors.salt_errors(failure_errors=(bootstrapping.InvalidRequest,)):
         join_state = None
         if mode == "single" and not bootstrapping.site_join_state(where):
             join_state = bootstrapping.JOIN_STATE
         hidden = bootstrapping.hidden_master_keys(where, join_state) if mode == "single" else []
         startup = options.startup_state and not bootstrapping.site_startup_states(where)
-    except bootstrapping.InvalidRequest as err:
-        raise CommandExecutionError(str(err)) from err
     if hidden:
         raise CommandExecutionError(
             f"{where.master_conf} sets {', '.join(hidden)}: Salt lays {where.master_drop_in} "
@@ -421,10 +415,8 @@ def checkpoints():
 
         salt '*' eos_cluster.checkpoints
     """
-    try:
+    with errors.salt_errors():
         return checkpoints_store.checkpoints(_checkpoint_store())
-    except checkpoints_store.CheckpointError as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def rollback(checkpoint_id=None, label=None):
@@ -492,10 +484,8 @@ def _check_services(steps):
 
 def _discover(cluster, master_finger=None):
     """The one EOS master Salt's SSDP discovery finds, or StepFailed('discover')."""
-    try:
+    with errors.salt_errors():
         options = bootstrapping.discovery_options(__opts__.get("discovery"))
-    except bootstrapping.InvalidRequest as err:
-        raise SaltInvocationError(str(err)) from err
     client = salt.utils.ssdp.SSDPDiscoveryClient(port=options["port"])
     answers = {}
     for attempt in range(options["attempts"]):
@@ -620,7 +610,7 @@ def _checkpoint_store():
 
 
 def _config_dir():
-    value = _layers().get("config_dir", default=DEFAULT_CONFIG_DIR)
+    value = _layers().get("config_dir", default=checkpoints_store.DEFAULT_CONFIG_DIR)
     if not isinstance(value, str) or not os.path.isabs(value):
         raise CommandExecutionError(
             f"{config.key_name('config_dir')}: {value!r} is not an absolute path"

@@ -27,6 +27,7 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
+from saltext.eos.utils import errors
 from saltext.eos.utils.datasets import transfer
 from saltext.eos.utils.storage import thresholds
 
@@ -120,7 +121,7 @@ def pull(
             f"dataset {name}: needs {expected_bytes} bytes, {free} are free under {root}"
         )
     staging = datasets.staging_dir(root, name)
-    try:
+    with errors.salt_errors(caller_errors=(transfer.TransferError,)):
         command = transfer.rsync_command(
             transfer.Endpoint(source_host or "", source_path),
             staging,
@@ -129,8 +130,6 @@ def pull(
             ssh_user=ssh_user,
             rsync=settings["rsync"],
         )
-    except transfer.TransferError as err:
-        raise SaltInvocationError(str(err)) from err
     __salt__["file.makedirs"](staging + "/")
     result = __salt__["cmd.run_all"](command, python_shell=False, ignore_retcode=True)
     if result["retcode"] != 0:
@@ -165,10 +164,8 @@ def manifest(name, path=None, staged=False):
         if staged
         else datasets.dataset_dir(root, _path(name, path))
     )
-    try:
+    with errors.salt_errors(prefix=f"dataset {name}"):
         return transfer.manifest(directory)
-    except transfer.TransferError as err:
-        raise CommandExecutionError(f"dataset {name}: {err}") from err
 
 
 def commit(name, path=None):
@@ -182,10 +179,8 @@ def commit(name, path=None):
         salt data-7 eos_dataset.commit orders
     """
     root = _settings()["root"]
-    try:
+    with errors.salt_errors():
         return {"path": datasets.commit_staging(root, _name(name), _path(name, path))}
-    except datasets.MoveFailed as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def remove(name, path=None):
@@ -226,18 +221,14 @@ def clean_partial(name, path=None, committed=False):
 
 
 def _settings():
-    try:
+    with errors.salt_errors():
         return datasets.node_settings(config.Layers.from_salt(__opts__, __pillar__))
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def _limits(root):
     layers = config.Layers.from_salt(__opts__, __pillar__)
-    try:
+    with errors.salt_errors():
         limits = thresholds.effective(layers, mount=datasets.mount_point(root))
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
     return dict(limits.values)
 
 
@@ -248,14 +239,10 @@ def _checked_paths(paths):
 
 
 def _name(name):
-    try:
+    with errors.salt_errors(caller_errors=(datasets.InvalidDatasets,)):
         return datasets.check_name(name, "name")
-    except datasets.InvalidDatasets as err:
-        raise SaltInvocationError(str(err)) from err
 
 
 def _path(name, path):
-    try:
+    with errors.salt_errors(caller_errors=(datasets.InvalidDatasets,)):
         return datasets.relative_path(_name(name) if path is None else path, "path")
-    except datasets.InvalidDatasets as err:
-        raise SaltInvocationError(str(err)) from err

@@ -108,6 +108,7 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils.storage import analyzer
 from saltext.eos.utils.storage import cleanup as cleanup_engine
 from saltext.eos.utils.storage import fsadvice
@@ -124,6 +125,11 @@ __virtualname__ = "eos_storage"
 
 
 def __virtual__():
+    if __grains__.get("kernel") != "Linux":
+        return (
+            False,
+            "eos_storage: needs Linux (mounts and open files from /proc, statvfs, blkid, mkfs)",
+        )
     return __virtualname__
 
 
@@ -151,12 +157,8 @@ def analyze(mount=None):
     figures, read_only, level, actions, growth_bytes_per_day and time_to_full_seconds (null
     until the history is long enough, or when the mount is not growing).
     """
-    try:
+    with errors.salt_errors():
         return analyzer.analyze(_layers(), __opts__["cachedir"], mount=mount)
-    except mounts.UnknownMount as err:
-        raise SaltInvocationError(str(err)) from err
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def thresholds(mount="/"):
@@ -177,10 +179,8 @@ def thresholds(mount="/"):
     for example ``eos:thresholds:roles:data:cleanup (pillar)``.
     """
     layers = _layers()
-    try:
+    with errors.salt_errors():
         limits = threshold_engine.effective(layers, mount=mount)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
     return {
         "mount": mount,
         "scale": layers.get("scale", default=threshold_engine.DEFAULT_SCALE),
@@ -210,11 +210,9 @@ def top(mount="/", n=10, time_budget=10):
     time_budget
         Seconds the walk may take.
     """
-    try:
+    with errors.salt_errors():
         point = mounts.find(mount).mountpoint
         return walk.largest(point, n=_whole_number(n, "n"), time_budget_seconds=time_budget)
-    except (mounts.UnknownMount, walk.InvalidWalk) as err:
-        raise SaltInvocationError(str(err)) from err
 
 
 def metrics(path=None):
@@ -240,11 +238,9 @@ def metrics(path=None):
     Every sample is labelled with mount, device, fstype and this minion's id.
     """
     target = _metrics_path(path)
-    try:
+    with errors.salt_errors():
         # Checked before measuring, so a wrong path records no history either.
         prometheus.check_target(target)
-    except prometheus.MissingDirectory as err:
-        raise CommandExecutionError(str(err)) from err
     collected = prometheus.samples(analyze(), minion_id=__opts__.get("id"))
     text = prometheus.exposition(collected)
     try:
@@ -322,11 +318,9 @@ def cleanup(level, mount="/", dry_run=None, target_percent=None, services=True):
     """
     if not isinstance(services, bool):
         raise SaltInvocationError(f"services: {services!r} is not True or False")
-    try:
+    with errors.salt_errors():
         req = cleanup_engine.request(level, dry_run=dry_run, target_percent=target_percent)
         point = mounts.find(mount).mountpoint
-    except (cleanup_engine.InvalidRequest, mounts.UnknownMount) as err:
-        raise SaltInvocationError(str(err)) from err
     layers = _layers()
     cleanup_settings = _cleanup_settings(layers)
     fs = cleanup_engine.Filesystem.at(point)
@@ -334,14 +328,12 @@ def cleanup(level, mount="/", dry_run=None, target_percent=None, services=True):
         return _declare_critical(fs, cleanup_settings, fire=not req.dry_run)
     target = req.target_percent
     if target is None:
-        try:
+        with errors.salt_errors():
             limits = threshold_engine.effective(layers, mount=point)
             target = cleanup_engine.default_target(
                 req.level, limits, cleanup_settings.target_margin
             )
-        except config.InvalidConfig as err:
-            raise CommandExecutionError(str(err)) from err
-    try:
+    with errors.salt_errors():
         result = cleanup_engine.cleanup(
             fs,
             req,
@@ -351,8 +343,6 @@ def cleanup(level, mount="/", dry_run=None, target_percent=None, services=True):
             _cleanup_state_dir(),
             keep_services=not services,
         )
-    except cleanup_engine.CleanupBusy as err:
-        raise CommandExecutionError(str(err)) from err
     if not result["dry_run"]:
         _send_event(f"eos/storage/cleanup/{__grains__['id']}", result)
         if not result["target_reached"]:
@@ -385,10 +375,8 @@ def respond(mount="/"):
     runs}``: ``runs`` are the cleanup results, in order.
     """
     layers = _layers()
-    try:
+    with errors.salt_errors():
         cap = response.automatic_up_to(layers)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
     ((point, measured),) = analyze(mount=mount).items()
     if measured.get("error"):
         raise CommandExecutionError(f"{point}: not measured: {measured['error']}")
@@ -445,11 +433,9 @@ def diagnose(mount="/", n=10, time_budget=10):
     them, reclaimable_bytes (their sum) and reclaimable_steps (the prediction per step).
     """
     cleanup_settings = _cleanup_settings(_layers())
-    try:
+    with errors.salt_errors():
         point = mounts.find(mount).mountpoint
         largest = walk.largest(point, n=_whole_number(n, "n"), time_budget_seconds=time_budget)
-    except (mounts.UnknownMount, walk.InvalidWalk) as err:
-        raise SaltInvocationError(str(err)) from err
     return _diagnosis(cleanup_engine.Filesystem.at(point), cleanup_settings, largest)
 
 
@@ -468,20 +454,13 @@ def restore_services():
     Returns started (names) and failed ({name: why}).
     """
     directory = _cleanup_state_dir()
-    try:
-        with cleanup_engine.exclusive(directory):
-            return cleanup_engine.DegradedServices(directory).restore(
-                start=__salt__["service.start"]
-            )
-    except cleanup_engine.CleanupBusy as err:
-        raise CommandExecutionError(str(err)) from err
+    with errors.salt_errors(), cleanup_engine.exclusive(directory):
+        return cleanup_engine.DegradedServices(directory).restore(start=__salt__["service.start"])
 
 
 def _cleanup_settings(layers):
-    try:
+    with errors.salt_errors():
         return cleanup_engine.settings(layers)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def _cleanup_state_dir():
@@ -574,13 +553,9 @@ def recommend_filesystem(workload, device=None, allow_unsafe=False):
     """
     if not isinstance(allow_unsafe, bool):
         raise SaltInvocationError(f"allow_unsafe: {allow_unsafe!r} is not True or False")
-    try:
+    with errors.salt_errors():
         facts = fsadvice.device_facts(device) if device is not None else None
         advice = fsadvice.recommend(workload, facts, _fs_host(), allow_unsafe=allow_unsafe)
-    except fsadvice.InvalidAdvice as err:
-        raise SaltInvocationError(str(err)) from err
-    except fsadvice.NoUsableFilesystem as err:
-        raise CommandExecutionError(str(err)) from err
     return advice.as_dict()
 
 
@@ -607,14 +582,10 @@ def filesystems(mount=None):
     Returns {mount point: {device, fstype, options, workload, workload_from, advice}}, each
     advice a {severity, message}.
     """
-    try:
+    with errors.salt_errors():
         paths = fsadvice.workload_paths(_layers())
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
-    try:
+    with errors.salt_errors():
         selected = [mounts.find(mount)] if mount is not None else mounts.real_mounts()
-    except mounts.UnknownMount as err:
-        raise SaltInvocationError(str(err)) from err
     return {entry.mountpoint: fsadvice.mounted_report(entry, paths) for entry in selected}
 
 
@@ -684,7 +655,7 @@ def provision(
     and changes: {step: {old, new}} for filesystem or label, mount or remount, fstab, owner
     and mode.
     """
-    try:
+    with errors.salt_errors():
         facts = fsadvice.device_facts(device)
         advice = fsadvice.recommend(
             workload, facts, _fs_host(), filesystem=filesystem, allow_unsafe=allow_unsafe is True
@@ -710,17 +681,13 @@ def provision(
             fstab=fstab,
             allow_unsafe=allow_unsafe,
         )
-    except (fsadvice.InvalidAdvice, provision_engine.InvalidRequest) as err:
-        raise SaltInvocationError(str(err)) from err
-    except fsadvice.NoUsableFilesystem as err:
-        raise CommandExecutionError(str(err)) from err
     system = provision_engine.System(
         run=_run_command, mount=__salt__["mount.mount"], remount=__salt__["mount.remount"]
     )
     try:
         outcome = (provision_engine.plan if test else provision_engine.apply)(req, system)
     except (provision_engine.Refused, provision_engine.CommandFailed) as err:
-        raise CommandExecutionError(str(err)) from err
+        raise errors.to_salt(err) from err
     except provision_engine.StepFailed as err:
         raise CommandExecutionError(str(err), info={"changes": err.changes}) from err
     return {

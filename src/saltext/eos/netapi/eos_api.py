@@ -283,14 +283,14 @@ class SaltBackend:
 
     def master_running(self):
         # salt-api's own test: the master's sockets exist.
-        return self._clients().netapi._is_master_running()  # pylint: disable=protected-access
+        return self._clients().netapi._is_master_running()
 
     def registry_state(self):
         try:
             summary = salt.cache.factory(self.opts).fetch(
                 registry.CLUSTER_BANK, registry.SUMMARY_KEY
             )
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             log.warning("eos_api: the registry cannot be read: %s", err)
             return "unavailable"
         return "ok" if summary else "empty"

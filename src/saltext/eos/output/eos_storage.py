@@ -103,7 +103,7 @@ def output(data, **kwargs):
     a fleet report (``salt-run eos_storage.report``) as one table.
     """
     colours = salt.utils.color.get_colors(__opts__.get("color"), __opts__.get("color_theme"))
-    if is_fleet_report(data):
+    if _is_fleet_report(data):
         return _fleet_table(data, colours)
     if not isinstance(data, dict):
         return _as_text(data)
@@ -119,9 +119,9 @@ def _sorted_items(data):
 
 def _render_minion(minion_id, result, colours):
     title = f"{colours['CYAN']}{minion_id}{colours['ENDC']}:"
-    if is_storage_report(result):
+    if _is_storage_report(result):
         body = _storage_table(result, colours)
-    elif is_fleet_report(result):
+    elif _is_fleet_report(result):
         # The runner's return reached through a minion (saltutil.runner, say).
         body = _fleet_table(result, colours)
     else:
@@ -129,7 +129,7 @@ def _render_minion(minion_id, result, colours):
     return f"{title}\n{_indent(body)}" if body else title
 
 
-def is_storage_report(result):
+def _is_storage_report(result):
     """
     Whether ``result`` looks like ``eos_storage.analyze`` output: a non empty dict of mount
     reports, each carrying either a numeric ``usage_percent`` or an ``error`` message.
@@ -177,7 +177,7 @@ def _mount_row(mount, report, colours):
 # --- the fleet report ------------------------------------------------------------------------
 
 
-def is_fleet_report(result):
+def _is_fleet_report(result):
     """
     Whether ``result`` looks like ``salt-run eos_storage.report`` output: a dict with a
     ``nodes`` mapping of node rows (each with ``capacity_bytes``, ``used_bytes``,

@@ -40,9 +40,8 @@ costs the same in a cluster of 10 or 10,000 nodes.
 
 import logging
 
-from salt.exceptions import CommandExecutionError
-
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.storage import thresholds
 
@@ -55,7 +54,7 @@ def __virtual__():
     return __virtualname__
 
 
-def ext_pillar(minion_id, pillar, *args, **kwargs):  # pylint: disable=unused-argument
+def ext_pillar(minion_id, pillar, *args, **kwargs):
     """
     The ``eos`` pillar of one minion: scale, node_count, thresholds, roles, cluster_id,
     node_status and profile.
@@ -67,10 +66,8 @@ def ext_pillar(minion_id, pillar, *args, **kwargs):  # pylint: disable=unused-ar
         salt '*' pillar.item eos
     """
     master_layers = config.Layers.from_salt(__opts__)
-    try:
+    with errors.salt_errors():
         reg = registry.open_registry(__opts__)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
     summary = reg.summary()
     record = _own_record(reg, minion_id)
     roles = list(record.get("roles") or []) if record else []
@@ -108,10 +105,8 @@ def _thresholds(master_layers, pillar, scale, roles):
             ("cluster registry", {"scale": scale}),
         ]
     )
-    try:
+    with errors.salt_errors(prefix="eos ext_pillar for this minion"):
         limits = thresholds.Resolver(layers, roles=roles).for_mount(None)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(f"eos ext_pillar for this minion: {err}") from err
     return {level: _plain(limits.values[level]) for level in thresholds.THRESHOLD_LEVELS}
 
 

@@ -45,11 +45,11 @@ import salt.crypt
 import salt.key
 import salt.loader
 import salt.utils.minions
-from salt.exceptions import CommandExecutionError
 from salt.exceptions import InvalidKeyError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils import events
 from saltext.eos.utils.cluster import registry
 
@@ -157,15 +157,11 @@ def preregister(node_id, address=None, resources=None, preferred_role=None, labe
     An id the registry already holds is an error (``already registered``).
     """
     _check_id(node_id)
-    try:
+    with errors.salt_errors():
         details = registry.check_preregistration(resources, preferred_role, labels, address)
-    except registry.InvalidPayload as err:
-        raise SaltInvocationError(str(err)) from err
     reg = _registry()
-    try:
+    with errors.salt_errors():
         outcome = reg.preregister(node_id, details)
-    except registry.AlreadyRegistered as err:
-        raise SaltInvocationError(str(err)) from err
     return _report(outcome)
 
 
@@ -262,7 +258,9 @@ def remove(node_id):
     record = reg.get(node_id)
     key_state = _key_state(node_id)
     if record is None and key_state is None:
-        raise SaltInvocationError(f"{node_id}: no such node (no registry record, no Salt key)")
+        raise errors.to_salt(
+            registry.UnknownNode(f"{node_id}: no such node (no registry record, no Salt key)")
+        )
     outcome = None
     if record is not None:
         outcome = _apply(reg, reg.remove, node_id)
@@ -340,17 +338,13 @@ def _layers():
 
 
 def _registry():
-    try:
+    with errors.salt_errors():
         return registry.open_registry(__opts__, on_change=_fire_status_change)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def _policy():
-    try:
+    with errors.salt_errors():
         return registry.acceptance_policy(_layers())
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def _fire_status_change(node_id, status, record):
@@ -366,10 +360,9 @@ def _apply(reg, change, *args):
     before = reg.summary()["scale"]
     try:
         outcome = change(*args)
-    except (registry.UnknownNode, registry.InvalidTransition) as err:
-        raise SaltInvocationError(str(err)) from err
-    except registry.RegistryBusy as err:
-        raise CommandExecutionError(str(err)) from err
+    except (registry.UnknownNode, registry.InvalidTransition, registry.RegistryBusy) as err:
+        # Only these: a registration's ClockSkew is the caller's refusal, not an exception.
+        raise errors.to_salt(err) from err
     after = reg.summary()["scale"]
     if after != before:
         _refresh_pillars(before, after)
@@ -383,7 +376,7 @@ def _refresh_pillars(before, after):
     try:
         with salt.client.get_local_client(__opts__["conf_file"]) as client:
             client.cmd_async("*", "saltutil.refresh_pillar")
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         log.warning("eos_cluster: could not ask minions to refresh their pillar: %s", err)
 
 
@@ -429,10 +422,8 @@ def _report(outcome):
 
 
 def _check_id(node_id):
-    try:
+    with errors.salt_errors():
         registry.check_node_id(node_id)
-    except registry.InvalidNodeId as err:
-        raise SaltInvocationError(str(err)) from err
 
 
 def _known(reg, node_id, need_record=False):
@@ -442,7 +433,7 @@ def _known(reg, node_id, need_record=False):
         return
     key_state = None if need_record else _key_state(node_id)
     if key_state is None:
-        raise SaltInvocationError(f"{node_id}: no such node in the registry")
+        raise errors.to_salt(registry.UnknownNode(f"{node_id}: no such node in the registry"))
     reg.ensure(node_id, f"known from its {key_state} Salt key")
 
 

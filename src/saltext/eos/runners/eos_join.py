@@ -39,10 +39,10 @@ Events:
 import logging
 
 import salt.client
-from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils import events
 from saltext.eos.utils.cluster import join
 from saltext.eos.utils.cluster import registry
@@ -186,24 +186,19 @@ def _do(step, node, run, **extra):
     if not isinstance(run, str) or not run.strip():
         raise SaltInvocationError(f"run: {run!r} must be a non-empty token naming this join")
     flow = _flow()
-    try:
+    # A node the flow finds unknown or in the wrong status failed the join: not an argument.
+    with errors.salt_errors(f"join of {node}, step {step}", failure_errors=(errors.EosError,)):
         return getattr(flow, step)(node, run, **extra)
-    except join.JoinFailed as err:
-        raise CommandExecutionError(f"join of {node}, step {step}: {err}") from err
-    except registry.RegistryError as err:
-        raise CommandExecutionError(f"join of {node}, step {step}: {err}") from err
 
 
 def _check_node(node):
-    try:
+    with errors.salt_errors():
         registry.check_node_id(node)
-    except registry.InvalidNodeId as err:
-        raise SaltInvocationError(str(err)) from err
 
 
 def _flow():
     layers = config.Layers.from_salt(__opts__)
-    try:
+    with errors.salt_errors():
         reg = registry.open_registry(__opts__, on_change=_fire_status_change)
         return join.Join(
             registry=reg,
@@ -212,8 +207,6 @@ def _flow():
             layers=layers,
             settings=join.settings(layers),
         )
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def _call(targets, fun, args=(), kwargs=None, timeout=None):
@@ -247,5 +240,5 @@ def _fire_status_change(node_id, status, record):
         return
     try:
         _fire(NODE_TAG.format(id=node_id, status=status), record)
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         log.warning("eos_join: could not fire the %s event of %s: %s", status, node_id, err)

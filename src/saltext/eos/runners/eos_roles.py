@@ -28,10 +28,10 @@ Each minion's pillar (the ``eos`` ext_pillar) carries its roles as ``eos:roles``
 
 import logging
 
-from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils import events
 from saltext.eos.utils.cluster import placement
 from saltext.eos.utils.cluster import registry
@@ -90,10 +90,8 @@ def apply():
     members = _members(reg)
     solved = _solve(members)
     result = solved.as_dict()
-    try:
+    with errors.salt_errors():
         stored = reg.store_assignment(result["assignments"])
-    except registry.RegistryError as err:
-        raise CommandExecutionError(str(err)) from err
     event = {"version": stored["version"], "changes": stored["changes"]}
     _fire(CHANGED_TAG, event)
     return {
@@ -130,10 +128,8 @@ def explain(node_id):
 
         salt-run eos_roles.explain node-7
     """
-    try:
+    with errors.salt_errors():
         registry.check_node_id(node_id)
-    except registry.InvalidNodeId as err:
-        raise SaltInvocationError(str(err)) from err
     members = _members(_registry())
     if node_id not in {member["id"] for member in members}:
         raise SaltInvocationError(f"node {node_id!r} is not an accepted or active member")
@@ -155,10 +151,8 @@ def validate():
     reg = _registry()
     stored = (reg.assignment() or {}).get("assignments", {})
     catalogue, policy = _catalogue_and_policy()
-    try:
+    with errors.salt_errors():
         problems = placement.validate(stored, _members(reg), catalogue, policy)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
     return {"valid": not problems, "problems": problems}
 
 
@@ -171,18 +165,14 @@ def _members(reg):
 
 
 def _catalogue_and_policy():
-    try:
+    with errors.salt_errors():
         return role_rules.from_layers(config.Layers.from_salt(__opts__))
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def _solve(nodes):
     catalogue, policy = _catalogue_and_policy()
-    try:
+    with errors.salt_errors(caller_errors=(config.InvalidConfig,)):
         return placement.solve(role_rules.nodes(nodes), catalogue, policy)
-    except config.InvalidConfig as err:
-        raise SaltInvocationError(str(err)) from err
 
 
 def _report(reg, solved, member_count):
@@ -214,10 +204,8 @@ def _explanation(result):
 
 
 def _registry():
-    try:
+    with errors.salt_errors():
         return registry.open_registry(__opts__)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
 
 
 def _fire(tag, data):

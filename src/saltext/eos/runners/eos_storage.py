@@ -39,11 +39,11 @@ import uuid
 
 import salt.cache
 import salt.client
-from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
+from saltext.eos.utils import errors
 from saltext.eos.utils import events
 from saltext.eos.utils.cluster import lease as leases
 from saltext.eos.utils.cluster import registry
@@ -220,10 +220,9 @@ def react(node, level=None):
     level
         The level the event claimed; below cleanup nothing is asked or planned.
     """
-    try:
+    with errors.salt_errors():
         registry.check_node_id(node)
-    except registry.InvalidNodeId as err:
-        raise SaltInvocationError(str(err)) from err
+    level = thresholds.level_name(level)
     if level is not None and level not in REACT_LEVELS:
         return {"node": node, "level": level, "comment": f"level {level}: nothing to balance"}
     context = _context()
@@ -258,7 +257,7 @@ def _plan(context, threshold, excluded):
     )
     planned_nodes = {node["id"] for node in nodes}
     placed_names = {dataset["name"] for dataset in placed}
-    try:
+    with errors.salt_errors():
         plan = planner.plan(
             nodes,
             placed,
@@ -266,8 +265,6 @@ def _plan(context, threshold, excluded):
             exclude_nodes=[node for node in excluded["nodes"] if node in planned_nodes],
             exclude_datasets=[name for name in excluded["datasets"] if name in placed_names],
         )
-    except planner.InvalidRebalance as err:
-        raise CommandExecutionError(str(err)) from err
     return plan, records, unreported
 
 
@@ -441,12 +438,10 @@ def _ask_reports(context, members):
 
 def _context():
     layers = config.Layers.from_salt(__opts__)
-    try:
+    with errors.salt_errors():
         settings = datasets.rebalance_settings(layers)
         declared = datasets.declarations(layers)
         reg = registry.open_registry(__opts__)
-    except config.InvalidConfig as err:
-        raise CommandExecutionError(str(err)) from err
     return {
         "settings": settings,
         "declared": declared,
@@ -456,10 +451,8 @@ def _context():
 
 
 def _threshold(value):
-    try:
+    with errors.salt_errors(caller_errors=(planner.InvalidRebalance,)):
         return planner.check_threshold(value)
-    except planner.InvalidRebalance as err:
-        raise SaltInvocationError(str(err)) from err
 
 
 def _flag(value, name):

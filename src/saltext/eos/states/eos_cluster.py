@@ -73,7 +73,7 @@ def bootstrapped(
 
         salt-call --local state.single eos_cluster.bootstrapped eos mode=join master=10.0.0.5
         salt-call --local state.single eos_cluster.bootstrapped eos mode=single test=True
-        salt-call --local state.single eos_cluster.bootstrapped eos mode=discover \
+        salt-call --local state.single eos_cluster.bootstrapped eos mode=discover \\
             master_finger=4f:1e:...
 
     No changes when the node is already bootstrapped in that mode with the same master. The

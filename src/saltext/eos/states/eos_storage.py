@@ -58,6 +58,13 @@ def usage_below(name, percent, max_level="cleanup"):
     The changes list freed_bytes, before_percent, after_percent, the bytes freed per step
     and any services stopped. The result is False when the target could not be reached.
 
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single eos_storage.usage_below /var percent=80 test=True
+        salt '*' state.single eos_storage.usage_below /var percent=80 max_level=emergency
+
     .. code-block:: yaml
 
         /var:
@@ -94,7 +101,7 @@ def usage_below(name, percent, max_level="cleanup"):
 
 
 def _checked_mount(name, percent, max_level):
-    if max_level not in cleanup_engine.LEVELS:
+    if cleanup_engine.level_name(max_level) not in cleanup_engine.LEVELS:
         raise cleanup_engine.InvalidRequest(
             f"max_level: {max_level!r} is not one of {', '.join(cleanup_engine.LEVELS)}"
         )
@@ -165,6 +172,15 @@ def provisioned(
 
     The changes list each step done: filesystem (or label), mount (or remount), fstab,
     owner and mode, each as {old, new}.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'db-*' state.single eos_storage.provisioned /var/lib/postgresql \\
+            device=/dev/sdb workload=database test=True
+        salt 'db-*' state.single eos_storage.provisioned /srv/data device=/dev/sdc \\
+            filesystem=xfs label=data user=postgres group=postgres mode=0700
 
     .. code-block:: yaml
 

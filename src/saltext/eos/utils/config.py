@@ -8,11 +8,12 @@ effective value came from.
 
 from collections.abc import Mapping
 
+from saltext.eos.utils import errors
+
 MISSING = object()
 
 
-class InvalidConfig(ValueError):
-    """A configuration value has the wrong type or range; the message names the key."""
+InvalidConfig = errors.InvalidConfig
 
 
 class Layers:

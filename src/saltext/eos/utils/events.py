@@ -24,5 +24,5 @@ def fire_or_log(opts, tag, data):
     """``fire``, for changes already stored: a lost event is logged, never raised."""
     try:
         fire(opts, tag, data)
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         log.warning("could not fire %s: %s", tag, err)

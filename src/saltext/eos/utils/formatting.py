@@ -4,6 +4,7 @@ Human readable sizes, durations, usage bars and plain text tables for terminal o
 Plain Python with no Salt imports, so outputters, runners and scripts can all share it.
 """
 
+import datetime
 import math
 import re
 
@@ -144,3 +145,9 @@ def render_table(headers, rows):
     ]
     lines.extend(_render_line(row, widths) for row in rows)
     return "\n".join(lines)
+
+
+def timestamp(seconds):
+    """ISO 8601 in UTC, to the second (``2026-12-02T17:50:37+00:00``): what records show."""
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.isoformat(timespec="seconds")

@@ -26,6 +26,8 @@ from pytestshellutils.utils import ports
 
 from saltext.eos.netapi import eos_api
 from saltext.eos.utils import api
+from saltext.eos.utils import errors
+from saltext.eos.utils.cluster import registry
 
 ADMIN_TOKEN = "a" * 40
 READER_TOKEN = "b" * 40
@@ -735,14 +737,32 @@ def test_recount_is_passed_to_info(service, backend):
 # --- Salt's answers ----------------------------------------------------------------------------
 
 
+def salt_message(err):
+    """The message of the Salt exception a runner raises for the EOS error ``err``."""
+    return str(errors.to_salt(err))
+
+
 def test_unknown_node_from_the_runner_is_404(service, backend):
+    unknown = registry.UnknownNode("ghost: no such node in the registry")
     backend.answers["eos_cluster.accept"] = {
         "success": True,
-        "return": INVALID_ARGUMENTS.format(message="ghost: no such node in the registry"),
+        "return": INVALID_ARGUMENTS.format(message=salt_message(unknown)),
     }
     response = send(service, "POST", "/nodes/ghost/accept")
     assert response.status == 404
     assert error_of(response)["message"] == "ghost: no such node in the registry"
+
+
+def test_the_status_follows_the_error_type_not_its_wording(service, backend):
+    # An invalid argument whose text happens to read like an unknown node stays a 400.
+    lookalike = registry.InvalidPayload("resources: no such node field 'x'")
+    backend.answers["eos_cluster.accept"] = {
+        "success": True,
+        "return": INVALID_ARGUMENTS.format(message=salt_message(lookalike)),
+    }
+    response = send(service, "POST", "/nodes/n1/accept")
+    assert response.status == 400
+    assert error_of(response)["message"] == "resources: no such node field 'x'"
 
 
 def test_unknown_node_in_the_list_is_404(service, backend):
@@ -755,7 +775,9 @@ def test_unknown_node_in_the_list_is_404(service, backend):
 def test_a_forbidden_transition_is_409(service, backend):
     message = "n1: cannot go from active to pending; from active it may go to failed, rejected"
     backend.answers["eos_cluster.accept"] = raised(
-        "eos_cluster.accept", "salt.exceptions.SaltInvocationError", message
+        "eos_cluster.accept",
+        "salt.exceptions.SaltInvocationError",
+        salt_message(registry.InvalidTransition(message)),
     )
     response = send(service, "POST", "/nodes/n1/accept")
     assert response.status == 409
@@ -1087,7 +1109,7 @@ class Served:
             given.update(ssl_crt=tls["crt"], ssl_key=tls["key"])
         self.settings = api.settings(given)
         self.service = api.Api(backend, max_body_bytes, {"openapi": "3.0.3"}, throttle)
-        self.context = eos_api._ssl_context(self.settings)  # pylint: disable=protected-access
+        self.context = eos_api._ssl_context(self.settings)
         self.ready = threading.Event()
         self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
 
@@ -1095,7 +1117,7 @@ class Served:
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
         self.loop.call_soon(self.ready.set)
-        await eos_api._serve(self.service, self.settings, self.context, self.stop)  # pylint: disable=protected-access
+        await eos_api._serve(self.service, self.settings, self.context, self.stop)
 
     def __enter__(self):
         self.thread.start()

@@ -636,7 +636,7 @@ def refusal_log(expected, presented_key, caplog):
         caplog.at_level(logging.CRITICAL, logger="salt.crypt"),
         pytest.raises(SystemExit) as exited,
     ):
-        salt.crypt.AsyncAuth._finger_fail(auth, expected, str(presented_key))  # pylint: disable=protected-access
+        salt.crypt.AsyncAuth._finger_fail(auth, expected, str(presented_key))
     assert exited.value.code == 42
     message = next(r.getMessage() for r in caplog.records if r.name == "salt.crypt")
     return f"[CRITICAL] {message}\n"

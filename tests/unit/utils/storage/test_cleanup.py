@@ -1107,3 +1107,10 @@ def test_a_writer_outranks_a_reader_of_the_same_file():
     found.add(1, 2, openfiles.Holder(11, "app", writing=True))
     found.add(1, 2, openfiles.Holder(12, "less", writing=False))
     assert found.holder(1, 2).describe() == "open for writing by pid 11 (app)"
+
+
+def test_degraded_is_accepted_for_the_degrade_level():
+    req = cleanup.request("degraded")
+    assert req.level == "degrade"
+    # Like degrade itself, it stops services only when told to.
+    assert req.dry_run is True

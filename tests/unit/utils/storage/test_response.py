@@ -42,3 +42,8 @@ def test_a_bad_automatic_up_to_names_the_key():
     layers = config.Layers([("pillar", {"profile": {"cleanup": {"automatic_up_to": "all"}}})])
     with pytest.raises(config.InvalidConfig, match="eos:profile:cleanup:automatic_up_to: 'all'"):
         response.automatic_up_to(layers)
+
+
+def test_the_cap_accepts_the_cleanup_spelling_of_degraded():
+    given = config.Layers([("pillar", {"profile": {"cleanup": {"automatic_up_to": "degrade"}}})])
+    assert response.automatic_up_to(given) == "degraded"

@@ -156,3 +156,36 @@ def test_an_unordered_mount_override_is_an_error_even_for_other_mounts():
     conf = {"thresholds": {"mounts": {"/srv/*": {"compress": 50}}}}
     with pytest.raises(thresholds.InvalidThresholds, match="for mount /srv/\\*"):
         thresholds.effective(layers(pillar=conf), mount="/")
+
+
+# --- one level, two spellings ------------------------------------------------------------------
+
+
+def test_degrade_is_accepted_for_degraded_everywhere_a_threshold_is_set():
+    given = layers(
+        minion={
+            "thresholds": {
+                "degrade": 84,
+                "roles": {"data": {"degrade": 82}},
+                "mounts": {"/var": {"degrade": 81}},
+            }
+        }
+    )
+    assert thresholds.effective(given, roles=[]).values["degraded"] == 84
+    on_data = thresholds.effective(given, roles=["data"])
+    assert on_data.values["degraded"] == 82
+    assert on_data.sources["degraded"].startswith("eos:thresholds:roles:data:degrade ")
+    assert thresholds.effective(given, mount="/var", roles=[]).values["degraded"] == 81
+
+
+def test_both_spellings_of_one_level_are_refused_naming_them():
+    given = layers(minion={"thresholds": {"degrade": 91, "degraded": 92}})
+    with pytest.raises(thresholds.InvalidThresholds, match="degraded and degrade"):
+        thresholds.effective(given)
+
+
+def test_level_name_resolves_only_the_alias():
+    assert thresholds.level_name("degrade") == "degraded"
+    assert thresholds.level_name("degraded") == "degraded"
+    assert thresholds.level_name("cleanup") == "cleanup"
+    assert thresholds.level_name(None) is None

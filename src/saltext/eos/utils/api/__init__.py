@@ -27,11 +27,12 @@ Every response is JSON, ``{"status": "success", "data": ...}`` or ``{"status": "
 """
 
 from .answers import ANALYZE_FUNCTION
+from .answers import EOS_ERRORS
 from .answers import INVALID_ARGUMENTS
 from .answers import JOB_CACHE_RUNNERS
 from .answers import MAX_REPORT_JOBS
-from .answers import SALT_ERROR_WORDING
 from .answers import SALT_ERRORS
+from .answers import SALT_LOADER_WORDING
 from .answers import SIGNATURE_MISMATCH
 from .answers import invalid_arguments
 from .answers import runner_exception
@@ -94,6 +95,7 @@ __all__ = [
     "API_VERSION",
     "CALCULATE_FIELDS",
     "DEFAULT_SETTINGS",
+    "EOS_ERRORS",
     "ERROR_CODES",
     "HOSTNAME_PATTERN",
     "INFO_QUERY",
@@ -112,7 +114,7 @@ __all__ = [
     "REGISTER_FIELDS",
     "ROUTES",
     "SALT_ERRORS",
-    "SALT_ERROR_WORDING",
+    "SALT_LOADER_WORDING",
     "SIGNATURE_MISMATCH",
     "TOKEN_PATTERN",
     "Api",

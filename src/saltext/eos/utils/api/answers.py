@@ -4,6 +4,8 @@ import logging
 import re
 from collections.abc import Mapping
 
+from saltext.eos.utils import errors
+
 from .envelope import ApiError
 
 log = logging.getLogger(__name__)
@@ -23,15 +25,13 @@ SALT_ERRORS = {
     "SaltMasterUnresolvableError": 503,
     "SaltClientTimeout": 504,
 }
-# Refinements by the wording of the message, checked first: the runners name an unknown node
-# "no such node", a forbidden status change "cannot go from", and Salt's loader says a
-# runner function it cannot load "is not available" or that its "__virtual__ returned False".
-SALT_ERROR_WORDING = (
-    ("SaltInvocationError", "no such node", 404),
-    ("SaltInvocationError", "cannot go from", 409),
-    ("SaltInvocationError", "already registered", 409),
-    ("CommandExecutionError", "is not available", 501),
-    ("CommandExecutionError", "__virtual__ returned False", 501),
+# EOS's own kinds, which the runners' messages carry as a code (``utils.errors.message_of``).
+EOS_ERRORS = {errors.NotFound.code: 404, errors.Conflict.code: 409}
+# Salt's loader says a runner function it cannot load "is not available", or that its
+# "__virtual__ returned False": Salt gives those no type of their own, only this wording.
+SALT_LOADER_WORDING = (
+    ("CommandExecutionError", "is not available"),
+    ("CommandExecutionError", "__virtual__ returned False"),
 )
 # How many of the newest ``eos_storage.analyze`` jobs the storage report reads when the mine
 # holds nothing: enough to find every node's latest run, bounded so a large job cache stays fast.
@@ -46,11 +46,17 @@ JOB_CACHE_RUNNERS = ("jobs.list_jobs", "jobs.lookup_jid")
 
 
 def salt_error(name, message):
-    """The HTTP status for a Salt exception, by class name and message; None when unknown."""
-    for error_name, wording, status in SALT_ERROR_WORDING:
+    """
+    ``(status, message for the client)`` for a Salt exception, by class name and the EOS error
+    code its message carries; the status is None when the exception is unknown.
+    """
+    code, message = errors.code_of(message)
+    if code in EOS_ERRORS:
+        return EOS_ERRORS[code], message
+    for error_name, wording in SALT_LOADER_WORDING:
         if name == error_name and wording in message:
-            return status
-    return SALT_ERRORS.get(name)
+            return 501, message
+    return SALT_ERRORS.get(name), message
 
 
 def runner_exception(text):
@@ -107,7 +113,7 @@ def invalid_arguments(text):
 
 
 def _raise_runner_exception(fun, name, message):
-    status = salt_error(name, message)
+    status, message = salt_error(name, message)
     if status is None:
         log.error("eos_api: %s raised %s: %s", fun, name, message)
         raise ApiError(500, f"{fun} failed on the master; see the master log")

@@ -5,6 +5,8 @@ import json
 import logging
 from collections.abc import Mapping
 
+from saltext.eos.utils import errors
+
 log = logging.getLogger(__name__)
 
 # The status of every error response and its ``error.code``.
@@ -25,7 +27,7 @@ ERROR_CODES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(errors.EosError):
     """An error response: its status, a message for the client, the field at fault."""
 
     def __init__(self, status, message, field=None, headers=None):

@@ -4,6 +4,8 @@ import dataclasses
 import ipaddress
 from collections.abc import Mapping
 
+from saltext.eos.utils import errors
+
 # Master config ``eos_api``; the module does not load without that key.
 DEFAULT_SETTINGS = {
     "host": "127.0.0.1",
@@ -22,7 +24,7 @@ DEFAULT_SETTINGS = {
 }
 
 
-class InvalidSettings(ValueError):
+class InvalidSettings(errors.InvalidConfig):
     """``eos_api`` in the master config is not usable; the message names the key."""
 
 

@@ -127,7 +127,7 @@ class Api:
             return getattr(self, route.operation)(self._call(route, params, request))
         except ApiError as err:
             return failure(err.status, err.message, err.field, err.headers)
-        except Exception:  # pylint: disable=broad-except
+        except Exception:
             # The client gets an id to quote, never the traceback: that stays in the log.
             incident = uuid.uuid4().hex[:12]
             log.exception(
@@ -282,13 +282,13 @@ def _via_salt(what, function, *args):
     """``function(*args)``, a call into Salt; Salt's exceptions become ApiErrors."""
     try:
         return function(*args)
-    except Exception as err:  # pylint: disable=broad-except
+    except Exception as err:
         name = type(err).__name__
-        status = salt_error(name, str(err))
+        status, message = salt_error(name, str(err))
         if status is None:
             raise  # not Salt's: Api.handle logs it under an incident id
         log.error("eos_api: %s: %s: %s", what, name, err)
-        raise _salt_api_error(what, status, str(err)) from err
+        raise _salt_api_error(what, status, message) from err
 
 
 def _salt_api_error(what, status, message):

@@ -38,7 +38,10 @@ import time
 from dataclasses import dataclass
 
 from saltext.eos.utils import atomic
+from saltext.eos.utils import errors
 
+# Where the role states write their files (``eos:config_dir``): a checkpoint saves it.
+DEFAULT_CONFIG_DIR = "/etc/eos"
 KEEP = 10
 MANIFEST = "manifest.json"
 FILES_DIR = "files"
@@ -49,7 +52,7 @@ MAX_FILES = 10_000
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
-class CheckpointError(Exception):
+class CheckpointError(errors.OperationFailed):
     """A checkpoint that cannot be taken, found or trusted; the message says which and why."""
 
 
@@ -333,7 +336,7 @@ def service_states(names, available, active, enabled):
                 states[name] = {"active": bool(active(name)), "enabled": bool(enabled(name))}
         # Each service backend fails its own way: debian_service raises IndexError when
         # `runlevel` is not on PATH, systemd ones raise CommandExecutionError.
-        except Exception as err:  # pylint: disable=broad-except
+        except Exception as err:
             states[name] = {"active": None, "enabled": None, "unknown": _reason(err)}
     return states
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils.cluster import placement
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import roles as role_rules
@@ -80,7 +81,7 @@ DEFAULTS = {
 }
 
 
-class JoinFailed(Exception):
+class JoinFailed(errors.OperationFailed):
     """A step failed; the message says what and where, for the operator and the event."""
 
 

@@ -17,10 +17,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from saltext.eos.utils import errors
+
 log = logging.getLogger(__name__)
 
 
-class LeaseBusy(Exception):
+class LeaseBusy(errors.Busy):
     """Another live run holds the lease; ``holder`` is its record."""
 
     def __init__(self, message, holder):
@@ -28,7 +30,7 @@ class LeaseBusy(Exception):
         self.holder = holder
 
 
-class LeaseLost(Exception):
+class LeaseLost(errors.OperationFailed):
     """The run no longer holds the lease it took (it expired and was taken over)."""
 
 

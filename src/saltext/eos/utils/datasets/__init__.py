@@ -93,7 +93,6 @@ from .store import planner_role
 from .store import record_reports
 from .store import report_level
 from .store import time_to_full
-from .store import timestamp
 
 __all__ = [
     "COMMITTED",
@@ -139,7 +138,6 @@ __all__ = [
     "report_level",
     "staging_dir",
     "time_to_full",
-    "timestamp",
     "top_level_dirs",
     "tree_bytes",
     "waves",

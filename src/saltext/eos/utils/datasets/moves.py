@@ -1,5 +1,6 @@
 """Moving a dataset: journalled steps, recovery after a crash, and waves of moves."""
 
+from saltext.eos.utils import errors
 from saltext.eos.utils.datasets import transfer
 
 # Journal stages, in order. Before "switched" the source is the dataset; from it, the copy is.
@@ -9,7 +10,7 @@ SWITCHED = "switched"
 REBALANCE_LEASE_KEY = "rebalance_lease"  # in the registry's cluster bank
 
 
-class MoveFailed(Exception):
+class MoveFailed(errors.OperationFailed):
     """A move stopped before the switch: the source is intact and still the placement."""
 
 

@@ -1,6 +1,5 @@
 """Placements, node reports and move journals in the registry, and the planner's inputs."""
 
-import datetime
 import os
 import time
 from collections.abc import Callable
@@ -8,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from saltext.eos.utils import config
+from saltext.eos.utils import formatting
 from saltext.eos.utils.datasets import rebalance
 from saltext.eos.utils.storage import thresholds
 
@@ -21,10 +21,6 @@ JOURNAL_BANK = "eos/dataset-moves"
 # and a joining node (pending or accepted, not yet active) changes the mean under the plan.
 FAILED_STATUSES = ("failed",)
 JOINING_STATUSES = ("pending", "accepted")
-
-
-def timestamp(seconds):
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
 
 
 class Store:
@@ -60,7 +56,12 @@ class Store:
         self.cache.store(
             REPORTS_BANK,
             node_id,
-            {**report, "reported_at": timestamp(now), "reported_epoch": now, "previous": previous},
+            {
+                **report,
+                "reported_at": formatting.timestamp(now),
+                "reported_epoch": now,
+                "previous": previous,
+            },
         )
 
     def journal(self):
@@ -83,7 +84,7 @@ class Store:
         return found
 
     def _now(self):
-        return timestamp(self.clock())
+        return formatting.timestamp(self.clock())
 
 
 def check_report(node_id, report):

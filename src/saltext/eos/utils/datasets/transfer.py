@@ -21,6 +21,8 @@ import os
 import stat
 from dataclasses import dataclass
 
+from saltext.eos.utils import errors
+
 TRANSPORTS = ("auto", "local", "ssh")
 DEFAULT_RSYNC = "rsync"
 # rsync keeps half-copied files here (inside the staging directory) so a retried pull resumes
@@ -29,7 +31,7 @@ PARTIAL_DIR = ".rsync-partial"
 HASH_CHUNK = 1024 * 1024
 
 
-class TransferError(Exception):
+class TransferError(errors.OperationFailed):
     """A transfer that cannot be built or a manifest that cannot be read; names the item."""
 
 

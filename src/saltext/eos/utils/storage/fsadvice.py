@@ -35,6 +35,7 @@ from dataclasses import field
 from dataclasses import replace
 
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 
 MIB = 1024**2
 GIB = 1024**3
@@ -296,7 +297,7 @@ BTRFS_MIXED_BELOW_BYTES = GIB
 FAST_DEVICE_COMPRESSION = "compress=zstd:1"
 
 
-class InvalidAdvice(ValueError):
+class InvalidAdvice(errors.InvalidInput):
     """An argument the advisor cannot use; the message names it and its value."""
 
 
@@ -304,7 +305,7 @@ class InvalidDevice(InvalidAdvice):
     """A device path that is not a block device."""
 
 
-class NoUsableFilesystem(RuntimeError):
+class NoUsableFilesystem(errors.OperationFailed):
     """No filesystem of the workload's row can be made on this minion and device."""
 
 

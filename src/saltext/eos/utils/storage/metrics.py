@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from saltext.eos.utils import atomic
+from saltext.eos.utils import errors
 from saltext.eos.utils.storage import thresholds
 
 DEFAULT_TEXTFILE = "/var/lib/node_exporter/textfile_collector/eos_storage.prom"
@@ -138,7 +139,7 @@ def _number(value):
     return repr(value)
 
 
-class MissingDirectory(FileNotFoundError):
+class MissingDirectory(errors.OperationFailed, FileNotFoundError):
     """The directory the metrics file should go in does not exist."""
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from saltext.eos.utils import errors
+
 # Filesystems that hold no user data worth watching.
 PSEUDO_FSTYPES = frozenset(
     {
@@ -76,7 +78,7 @@ REMOTE_FSTYPES = frozenset(
 DEFAULT_TIMEOUT_SECONDS = 5.0
 
 
-class UnknownMount(ValueError):
+class UnknownMount(errors.NotFound):
     """A path that is not a mount point."""
 
 

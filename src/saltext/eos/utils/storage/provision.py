@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from saltext.eos.utils import atomic
+from saltext.eos.utils import errors
 from saltext.eos.utils.storage import fsadvice
 from saltext.eos.utils.storage import mounts
 
@@ -74,19 +75,19 @@ UNSHOWN_PREFIXES = ("x-", "X-", "comment=")
 PREDICTED_UUID = "<assigned-by-mkfs>"
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(errors.InvalidInput):
     """An argument that cannot be used; the message names it and its value."""
 
 
-class Refused(RuntimeError):
+class Refused(errors.OperationFailed):
     """Going on would destroy or hide data, or break a boot; the message says what was found."""
 
 
-class CommandFailed(RuntimeError):
+class CommandFailed(errors.OperationFailed):
     """A command (blkid, mkfs, mount, ...) failed; the message has its output."""
 
 
-class StepFailed(RuntimeError):
+class StepFailed(errors.OperationFailed):
     """A step failed after others succeeded; ``changes`` lists the ones that were done."""
 
     def __init__(self, message, changes):

@@ -27,7 +27,6 @@ ACTING_LEVELS = ("compress", "cleanup", "degraded", "emergency", "critical")
 # files were not enough (the kubelet's order: cheapest and least valuable first).
 FILES_FIRST = ("degrade", "emergency")
 CRITICAL = "critical"
-DEFAULT_CAP = registry.SCALE_POLICIES[thresholds.DEFAULT_SCALE]["cleanup"]["automatic_up_to"]
 
 
 @dataclass(frozen=True)
@@ -48,13 +47,20 @@ class Decision:
         }
 
 
+def _default_cap():
+    # Not a module constant: registry imports this package (scale needs thresholds), so when
+    # registry is imported first it is still half-built while this module loads.
+    return registry.SCALE_POLICIES[thresholds.DEFAULT_SCALE]["cleanup"]["automatic_up_to"]
+
+
 def automatic_up_to(layers):
     """``eos:profile:cleanup:automatic_up_to`` from pillar or config, checked; a level name."""
     value = layers.get("profile", "cleanup", "automatic_up_to", default=None)
     if value is None:
         scale = layers.get("scale", default=thresholds.DEFAULT_SCALE)
         policy = registry.SCALE_POLICIES.get(scale) or {}
-        value = (policy.get("cleanup") or {}).get("automatic_up_to", DEFAULT_CAP)
+        value = (policy.get("cleanup") or {}).get("automatic_up_to", _default_cap())
+    value = thresholds.level_name(value)
     if value not in thresholds.THRESHOLD_LEVELS:
         raise config.InvalidConfig(
             f"{config.key_name('profile', 'cleanup', 'automatic_up_to')}: {value!r} is not "

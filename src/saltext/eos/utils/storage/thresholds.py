@@ -29,6 +29,16 @@ ACTIONS = {
     "critical": "critical",
 }
 
+# One concept, two spellings: the threshold level "degraded" is the cleanup level "degrade".
+# Wherever a level is given, in config or as an argument, either spelling is accepted.
+LEVEL_ALIASES = {"degrade": "degraded"}
+
+
+def level_name(name):
+    """The threshold level ``name`` stands for (``degrade`` is ``degraded``); others as given."""
+    return LEVEL_ALIASES.get(name, name) if isinstance(name, str) else name
+
+
 PROFILES = {
     "single": (60, 70, 75, 80, 85, 90),
     "small": (65, 75, 80, 85, 90, 95),
@@ -120,6 +130,7 @@ def validate(layers):
         else:
             _validate_level_key(key, ("thresholds",))
             _validate_value(layers, ("thresholds", key))
+    _check_one_spelling(layers.keys("thresholds"), ("thresholds",))
 
 
 def _validate_level_map(layers, path):
@@ -129,10 +140,29 @@ def _validate_level_map(layers, path):
     for key in layers.keys(*path):
         _validate_level_key(key, path)
         _validate_value(layers, (*path, key))
+    _check_one_spelling(layers.keys(*path), path)
+
+
+def _check_one_spelling(keys, path):
+    for alias, level in LEVEL_ALIASES.items():
+        if alias in keys and level in keys:
+            raise InvalidThresholds(
+                f"{config.key_name(*path)}: {level} and {alias} are the same level; set one"
+            )
+
+
+def _lookup_level(layers, *path):
+    """``(value, source, key)`` of a level under ``path``, under either of its spellings."""
+    *parents, level = path
+    for spelling in (level, *(a for a, target in LEVEL_ALIASES.items() if target == level)):
+        value, source = layers.lookup(*parents, spelling)
+        if value is not config.MISSING:
+            return value, source, config.key_name(*parents, spelling)
+    return config.MISSING, None, None
 
 
 def _validate_level_key(key, path):
-    if key not in THRESHOLD_LEVELS:
+    if level_name(key) not in THRESHOLD_LEVELS:
         raise InvalidThresholds(
             f"{config.key_name(*path, key)}: unknown level; "
             f"expected one of {', '.join(THRESHOLD_LEVELS)} or {', '.join(SECTION_KEYS)}"
@@ -184,10 +214,10 @@ class Resolver:
 
 def _apply_global(layers, values, sources):
     for level in THRESHOLD_LEVELS:
-        value, source = layers.lookup("thresholds", level)
+        value, source, key = _lookup_level(layers, "thresholds", level)
         if value is not config.MISSING:
             values[level] = float(value)
-            sources[level] = f"{config.key_name('thresholds', level)} ({source})"
+            sources[level] = f"{key} ({source})"
 
 
 def _apply_roles(layers, values, sources, roles):
@@ -195,11 +225,10 @@ def _apply_roles(layers, values, sources, roles):
     role_values = {}
     for role in roles:
         for level in THRESHOLD_LEVELS:
-            value, source = layers.lookup("thresholds", "roles", role, level)
+            value, source, key = _lookup_level(layers, "thresholds", "roles", role, level)
             if value is config.MISSING:
                 continue
             if level not in role_values or value < role_values[level][0]:
-                key = config.key_name("thresholds", "roles", role, level)
                 role_values[level] = (float(value), f"{key} ({source})")
     for level, (value, source) in role_values.items():
         values[level] = value
@@ -211,10 +240,9 @@ def _apply_mounts(layers, values, sources, mount):
     patterns = [p for p in layers.keys("thresholds", "mounts") if fnmatch.fnmatchcase(mount, p)]
     for pattern in sorted(patterns, key=_specificity):
         for level in THRESHOLD_LEVELS:
-            value, source = layers.lookup("thresholds", "mounts", pattern, level)
+            value, source, key = _lookup_level(layers, "thresholds", "mounts", pattern, level)
             if value is not config.MISSING:
                 values[level] = float(value)
-                key = config.key_name("thresholds", "mounts", pattern, level)
                 sources[level] = f"{key} ({source})"
 
 

@@ -24,6 +24,8 @@ import stat
 import time
 from dataclasses import dataclass
 
+from saltext.eos.utils import errors
+
 # st_blocks is counted in 512-byte units whatever the filesystem's block size (POSIX).
 STAT_BLOCK_BYTES = 512
 MOUNTINFO = "/proc/self/mountinfo"
@@ -31,7 +33,7 @@ MOUNTINFO = "/proc/self/mountinfo"
 MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
-class InvalidWalk(ValueError):
+class InvalidWalk(errors.InvalidInput):
     """An argument that makes no sense for a walk."""
 
 

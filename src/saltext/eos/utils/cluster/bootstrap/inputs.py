@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils.cluster import nodeid
 from saltext.eos.utils.cluster.health import RET_PORT
 
@@ -75,15 +76,15 @@ DEFAULTS = {
 }
 
 
-class BootstrapError(Exception):
+class BootstrapError(errors.EosError):
     """A bootstrap that cannot be planned; the message says what and why."""
 
 
-class InvalidRequest(BootstrapError):
+class InvalidRequest(BootstrapError, errors.InvalidInput):
     """Bad input (mode, address, port, setting): nothing was changed."""
 
 
-class StepFailed(BootstrapError):
+class StepFailed(BootstrapError, errors.OperationFailed):
     """A step failed; ``step`` names it."""
 
     def __init__(self, step, message, keep_config=False):

@@ -292,7 +292,7 @@ class Bootstrap:
                 else:
                     ok = self.world.service("stop", name)
                     done[name] = "stopped (was not running)" if ok else "failed: stop"
-            except Exception as err:  # pylint: disable=broad-except
+            except Exception as err:
                 done[name] = f"failed: {err}"
         return done
 

@@ -66,15 +66,6 @@ e.g. ``{medium: 5, distributed: 10}``. Each scale has a profile: the analyzer th
 (``SCALE_POLICIES``).
 """
 
-from .errors import AlreadyRegistered
-from .errors import ClockSkew
-from .errors import InvalidNodeId
-from .errors import InvalidPayload
-from .errors import InvalidTransition
-from .errors import RegistryBusy
-from .errors import RegistryError
-from .errors import StaleJoin
-from .errors import UnknownNode
 from .lock import FileLock
 from .payload import CHECK_FIELDS
 from .payload import DEFAULT_MAX_CLOCK_SKEW
@@ -117,6 +108,15 @@ from .policy import Decision
 from .policy import InvalidPolicy
 from .policy import acceptance_policy
 from .policy import decide
+from .refusals import AlreadyRegistered
+from .refusals import ClockSkew
+from .refusals import InvalidNodeId
+from .refusals import InvalidPayload
+from .refusals import InvalidTransition
+from .refusals import RegistryBusy
+from .refusals import RegistryError
+from .refusals import StaleJoin
+from .refusals import UnknownNode
 from .scale import SCALE_POLICIES
 from .scale import SCALE_STARTS
 from .scale import SCALES
@@ -141,7 +141,6 @@ from .store import empty_summary
 from .store import new_record
 from .store import node_storage_type
 from .store import open_registry
-from .store import timestamp
 
 __all__ = [
     "ASSIGNMENT_KEY",
@@ -218,6 +217,5 @@ __all__ = [
     "scale_profile",
     "signing_message",
     "supersedes",
-    "timestamp",
     "without_job_metadata",
 ]

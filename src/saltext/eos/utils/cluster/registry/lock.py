@@ -5,7 +5,7 @@ import os
 import threading
 import time
 
-from .errors import RegistryBusy
+from .refusals import RegistryBusy
 
 
 class FileLock:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from saltext.eos.utils import config
 from saltext.eos.utils.cluster import nodeid
 
-from .errors import ClockSkew
-from .errors import InvalidNodeId
-from .errors import InvalidPayload
+from .refusals import ClockSkew
+from .refusals import InvalidNodeId
+from .refusals import InvalidPayload
 
 # salt.crypt.PKCS1v15_SHA224: what Salt signs its own messages with (and FIPS allows).
 SIGNATURE_ALGORITHM = "PKCS1v15-SHA224"

@@ -1,5 +1,5 @@
 """
-The acceptance policy (``eos:acceptance``): which registrations are accepted without an
+The acceptance policy (``eos:accept``): which registrations are accepted without an
 operator.
 """
 

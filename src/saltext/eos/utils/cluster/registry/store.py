@@ -2,7 +2,6 @@
 Node records in the master's Salt cache: statuses, transitions, the summary and role assignment.
 """
 
-import datetime
 import logging
 import os
 import secrets
@@ -14,12 +13,8 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from saltext.eos.utils import config
+from saltext.eos.utils import formatting
 
-from .errors import AlreadyRegistered
-from .errors import InvalidTransition
-from .errors import RegistryError
-from .errors import StaleJoin
-from .errors import UnknownNode
 from .lock import FileLock
 from .payload import DEFAULT_MAX_CLOCK_SKEW
 from .payload import DISK_GB
@@ -31,6 +26,11 @@ from .payload import check_sent_at
 from .payload import max_clock_skew
 from .payload import supersedes
 from .policy import decide
+from .refusals import AlreadyRegistered
+from .refusals import InvalidTransition
+from .refusals import RegistryError
+from .refusals import StaleJoin
+from .refusals import UnknownNode
 from .scale import SCALE_POLICIES
 from .scale import SCALE_STARTS
 from .scale import SCALES
@@ -144,12 +144,6 @@ def empty_summary():
         "assignment_version": 0,
         "updated_at": None,
     }
-
-
-def timestamp(seconds):
-    """ISO 8601 in UTC, to the second: what records and the summary show."""
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
-    return moment.isoformat(timespec="seconds")
 
 
 @dataclass
@@ -266,14 +260,14 @@ class Registry:
             now = self.clock()
             record = self.get(node_id)
             if record is not None and record["status"] == "pending":
-                record["last_seen"] = timestamp(now)
+                record["last_seen"] = formatting.timestamp(now)
                 transitions = self._apply_policy(record, policy, matches, now)
                 return self._announce(Outcome(record, transitions))
             if record is not None:
-                record["last_seen"] = timestamp(now)
+                record["last_seen"] = formatting.timestamp(now)
                 self._store(record)
                 return Outcome(record, note=f"already known as {record['status']}")
-            record = new_record(node_id, timestamp(now))
+            record = new_record(node_id, formatting.timestamp(now))
             transitions = self._create(record, "its Salt key is pending", now)
             transitions += self._apply_policy(record, policy, matches, now)
         return self._announce(Outcome(record, transitions))
@@ -294,7 +288,7 @@ class Registry:
             record = self.get(node_id)
             transitions = []
             if record is None:
-                record = new_record(node_id, timestamp(now))
+                record = new_record(node_id, formatting.timestamp(now))
                 transitions += self._create(record, "registered", now)
             elif record["status"] == "rejected":
                 return Outcome(record, note="rejected: registration ignored")
@@ -304,7 +298,7 @@ class Registry:
                 resources=registration.resources,
                 health=registration.health,
                 preferred_role=registration.preferred_role,
-                last_seen=timestamp(now),
+                last_seen=formatting.timestamp(now),
                 registration_sent_at_ms=registration.sent_at_ms,
             )
             if record["status"] == "pending":
@@ -341,7 +335,7 @@ class Registry:
             if existing is not None:
                 raise AlreadyRegistered(f"{node_id}: already registered ({existing['status']})")
             now = self.clock()
-            record = {**new_record(node_id, timestamp(now)), **details}
+            record = {**new_record(node_id, formatting.timestamp(now)), **details}
             transitions = self._create(record, reason, now)
         return self._announce(Outcome(record, transitions))
 
@@ -353,7 +347,7 @@ class Registry:
             if record is not None:
                 return Outcome(record)
             now = self.clock()
-            record = new_record(node_id, timestamp(now))
+            record = new_record(node_id, formatting.timestamp(now))
             transitions = self._create(record, reason, now)
         return self._announce(Outcome(record, transitions))
 
@@ -391,7 +385,11 @@ class Registry:
             self.cache.store(
                 CLUSTER_BANK,
                 ASSIGNMENT_KEY,
-                {"version": version, "assignments": wanted, "stored_at": timestamp(self.clock())},
+                {
+                    "version": version,
+                    "assignments": wanted,
+                    "stored_at": formatting.timestamp(self.clock()),
+                },
             )
             summary["roles"] = _role_counts(wanted.values())
             summary["assignment_version"] = version
@@ -451,7 +449,7 @@ class Registry:
         summary = self.summary()
         if summary["cluster_id"] is None:
             summary["cluster_id"] = uuid.uuid4().hex
-            summary["created_at"] = timestamp(now)
+            summary["created_at"] = formatting.timestamp(now)
         self._transition(record, "pending", reason, now, summary)
         return ["pending"]
 
@@ -477,7 +475,7 @@ class Registry:
         record["status"] = status
         record["pending_reason"] = None
         if status == "accepted":
-            record["accepted_at"] = timestamp(now)
+            record["accepted_at"] = formatting.timestamp(now)
             # The accepted event carries it; a join starts only for the token of the node's
             # current acceptance, so a forged or repeated event starts nothing.
             record["join_token"] = secrets.token_urlsafe(18)
@@ -518,7 +516,7 @@ class Registry:
         return changes
 
     def _entry(self, status, reason, now):
-        return {"status": status, "at": timestamp(now), "reason": reason}
+        return {"status": status, "at": formatting.timestamp(now), "reason": reason}
 
     def _store(self, record):
         self.cache.store(NODES_BANK, record["id"], record)
@@ -527,7 +525,7 @@ class Registry:
         counts = summary["counts"]
         summary["node_count"] = sum(counts[status] for status in MEMBER_STATUSES)
         summary["scale"] = scale_for(summary["node_count"], self.boundaries)
-        summary["updated_at"] = timestamp(self.clock())
+        summary["updated_at"] = formatting.timestamp(self.clock())
         self.cache.store(CLUSTER_BANK, SUMMARY_KEY, summary)
 
     def _announce(self, outcome):

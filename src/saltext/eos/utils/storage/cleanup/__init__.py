@@ -50,6 +50,7 @@ from .options import CRITICAL_LEVEL
 from .options import DAY_SECONDS
 from .options import DEFAULTS
 from .options import GLOB_CHARACTER
+from .options import LEVEL_ALIASES
 from .options import LEVELS
 from .options import PACKAGE_TOOLS
 from .options import PROTECTED_CLASS_NAME
@@ -63,6 +64,7 @@ from .options import Request
 from .options import Settings
 from .options import checked_percent
 from .options import default_target
+from .options import level_name
 from .options import parse_size
 from .options import request
 from .options import settings
@@ -109,6 +111,7 @@ __all__ = [
     "GLOB_CHARACTER",
     "JOURNAL_SUFFIXES",
     "LEVELS",
+    "LEVEL_ALIASES",
     "LOCK_FILE",
     "PACKAGE_CACHE_KEEPS",
     "PACKAGE_TOOLS",
@@ -143,6 +146,7 @@ __all__ = [
     "cleanup",
     "default_target",
     "exclusive",
+    "level_name",
     "measure_usage",
     "parse_size",
     "reclaimable",

@@ -6,11 +6,13 @@ import json
 import os
 import time
 
+from saltext.eos.utils import errors
+
 STATE_DIR = "eos"
 LOCK_FILE = "cleanup.lock"
 
 
-class CleanupBusy(RuntimeError):
+class CleanupBusy(errors.Busy):
     """Another cleanup holds the lock on this node."""
 
 

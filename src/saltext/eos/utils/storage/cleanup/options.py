@@ -6,11 +6,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils.storage import protected
+from saltext.eos.utils.storage import thresholds
 
 LEVELS = ("compress", "cleanup", "degrade", "emergency")
 CRITICAL_LEVEL = "critical"
 REQUEST_LEVELS = (*LEVELS, CRITICAL_LEVEL)
+# The cleanup level each threshold-level spelling stands for ("degraded" is "degrade").
+LEVEL_ALIASES = {
+    level: action
+    for level, action in thresholds.ACTIONS.items()
+    if level != action and action in LEVELS
+}
+
+
+def level_name(name):
+    """The cleanup level ``name`` stands for (``degraded`` is ``degrade``); others as given."""
+    return LEVEL_ALIASES.get(name, name) if isinstance(name, str) else name
+
+
 # Changing things at these levels costs service or data, so they act only when told to.
 CAUTIOUS_LEVELS = frozenset({"degrade", "emergency"})
 # The threshold whose limit, minus the margin, is a level's default target.
@@ -75,7 +90,7 @@ SIZE_TEXT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNO
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(errors.InvalidInput):
     """A cleanup argument that cannot be used; the message names the argument and value."""
 
 
@@ -337,6 +352,7 @@ def request(level, dry_run=None, target_percent=None):
     ``dry_run`` defaults to False for compress, cleanup and critical, and to True for degrade
     and emergency, which act only when asked with ``dry_run=False``.
     """
+    level = level_name(level)
     if level not in REQUEST_LEVELS:
         raise InvalidRequest(f"level: {level!r} is not one of {', '.join(REQUEST_LEVELS)}")
     if dry_run is None:
