@@ -237,6 +237,10 @@ def signed_payload(node_id, private_key, sent_at_ms=None, checks=None, resources
     return payload
 
 
+def without(mapping, key):
+    return {name: value for name, value in mapping.items() if name != key}
+
+
 def snapshot(cache, opts):
     """Everything a refusal must leave as it was: the cache banks and the Salt keys."""
     return copy.deepcopy(cache.banks), key_states(opts)
@@ -301,6 +305,18 @@ def test_a_pending_key_under_the_auto_policy_is_accepted_with_its_key(opts, cach
     assert key_states(opts) == {"web-2": "accepted"}
 
 
+def test_a_registry_emptied_by_removal_is_not_a_new_cluster(opts, cache, keypair):
+    give_key(opts, "web-1", "pending", keypair[1])
+    eos_cluster.register("web-1", pending_key=True)  # the first node: accepted
+    eos_cluster.remove("web-1")
+    give_key(opts, "web-2", "pending", keypair[1])
+
+    answer = eos_cluster.register("web-2", pending_key=True)
+
+    assert answer["status"] == "pending"
+    assert key_states(opts) == {"web-2": "pending"}
+
+
 @pytest.mark.parametrize("key_state", [None, "accepted", "rejected"])
 def test_a_pending_key_notice_without_a_pending_salt_key_is_refused(
     opts, cache, bus, context, keypair, key_state
@@ -363,6 +379,22 @@ def test_an_id_inside_the_payload_is_ignored(opts, cache, keypair):
     assert seeded(cache).node_ids() == ["first", "web-2"]
 
 
+def test_salts_job_metadata_on_the_payload_does_not_spoil_the_signature(opts, cache, keypair):
+    member(cache, "first")
+    give_key(opts, "web-2", "accepted", keypair[1])
+    payload = {
+        **signed_payload("web-2", keypair[0]),
+        "__pub_fun": "event.send",
+        "__pub_jid": "20250101000000000000",
+        "__pub_tgt": "web-2",
+    }
+
+    answer = eos_cluster.register("web-2", payload=payload)
+
+    assert answer["registered"] is True
+    assert seeded(cache).get("web-2")["resources"]["cpu_cores"] == 4
+
+
 @pytest.mark.parametrize(
     "forgery",
     ["signed by another key", "signed for another minion", "key only pending", "no key"],
@@ -394,17 +426,13 @@ def test_a_registration_not_signed_by_the_minions_accepted_key_is_refused(
     assert bus.node_events() == []
 
 
-def _without(mapping, key):
-    return {name: value for name, value in mapping.items() if name != key}
-
-
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
         (lambda payload: None, "payload"),
         (lambda payload: "resources=4", "payload"),
-        (lambda payload: _without(payload, "resources"), "resources"),
-        (lambda payload: _without(payload, "sent_at_ms"), "sent_at_ms"),
+        (lambda payload: without(payload, "resources"), "resources"),
+        (lambda payload: without(payload, "sent_at_ms"), "sent_at_ms"),
         (lambda payload: {**payload, "shell": "rm -rf /"}, "shell"),
         (lambda payload: {**payload, "preferred_role": "Data Store"}, "preferred_role"),
         (
@@ -607,6 +635,19 @@ def test_each_record_keeps_the_history_of_its_status_changes(cache):
     (record,) = eos_cluster.nodes()
     assert [entry["status"] for entry in record["history"]] == ["pending", "accepted", "active"]
     assert all({"status", "at", "reason"} <= set(entry) for entry in record["history"])
+
+
+def test_a_record_stored_under_an_id_that_breaks_the_rule_is_listed_but_not_taken(opts, cache, bus):
+    legacy = {**registry.new_record("web*", "2024-01-01T00:00:00+00:00"), "status": "pending"}
+    cache.store(registry.NODES_BANK, "web*", legacy)
+
+    assert [record["id"] for record in eos_cluster.nodes()] == ["web*"]
+    before = snapshot(cache, opts)
+    for call in (eos_cluster.accept, eos_cluster.reject, eos_cluster.remove):
+        with pytest.raises(SaltInvocationError, match=re.escape("node id 'web*'")):
+            call("web*")
+    assert snapshot(cache, opts) == before
+    assert bus.node_events() == []
 
 
 @pytest.mark.parametrize("status", ["removed", "Accepted", "bogus", ""])

@@ -198,7 +198,8 @@ def opts(tmp_path):
         "cachedir": str(tmp_path / "cache"),
         "sock_dir": str(tmp_path / "sock"),
         "conf_file": str(tmp_path / "master"),
-        "eos": {},
+        # A minion that does not answer fails a join in seconds, not the default two minutes.
+        "eos": {"join": {"minion_wait": 2}},
     }
 
 
@@ -257,6 +258,10 @@ def roles(cache):
     return {record["id"]: record["roles"] for record in seeded(cache).records()}
 
 
+def scale(cache):
+    return seeded(cache).summary()["scale"]
+
+
 # --- the whole join -----------------------------------------------------------------------
 
 
@@ -268,7 +273,7 @@ def test_a_node_joins_step_by_step(cache, bus, fleet):
     assert started["run"] == "run-1"
     assert started["checkpoint"]["version"] == 0
     assert started["checkpoint"]["assignments"] == {}
-    assert started["checkpoint"]["scale"] == eos_join_scale(cache)
+    assert started["checkpoint"]["scale"] == scale(cache)
     lease = eos_join.status()["lease"]
     assert (lease["node"], lease["run"]) == ("n1", "run-1")
 
@@ -310,10 +315,6 @@ def test_a_node_joins_step_by_step(cache, bus, fleet):
     assert last["minion_checkpoints"] == taken["checkpoints"]
 
 
-def eos_join_scale(cache):
-    return seeded(cache).summary()["scale"]
-
-
 def test_nodes_join_one_after_another_and_every_member_keeps_a_role(cache, fleet):
     for node_id in ("n1", "n2", "n3"):
         assert join(node_id, f"run-{node_id}", token=accepted(cache, node_id)) is None
@@ -323,7 +324,7 @@ def test_nodes_join_one_after_another_and_every_member_keeps_a_role(cache, fleet
 
 
 def test_the_configuration_state_comes_from_the_master_config(opts, cache, fleet):
-    opts["eos"] = {"join": {"state": "eos.roles"}}
+    opts["eos"]["join"]["state"] = "eos.roles"
     assert join("n1", "run-1", token=accepted(cache, "n1")) is None
     applied = [args for minion, fun, args, _ in fleet.calls if fun == "state.apply"]
     assert applied == [("eos.roles",)]
@@ -390,7 +391,7 @@ def test_start_refuses_a_node_that_is_not_accepted(cache, bus, fleet, status, hi
 
 
 def test_a_second_join_waits_for_the_lease_and_gives_up_after_lease_wait(opts, cache, fleet):
-    opts["eos"] = {"join": {"lease_wait": 1}}
+    opts["eos"]["join"]["lease_wait"] = 1
     accepted(cache, "n1")
     accepted(cache, "n2")
     eos_join.start("n1", "run-1")
@@ -477,7 +478,7 @@ def test_an_invalid_role_catalogue_fails_assign_before_anything_is_stored(opts, 
     eos_join.start("n1", "run-1")
     eos_join.health("n1", "run-1")
     eos_join.checkpoint("n1", "run-1")
-    opts["eos"] = {"roles": {"catalog": {"data": {"memory_gb": -1}}}}
+    opts["eos"]["roles"] = {"catalog": {"data": {"memory_gb": -1}}}
 
     with pytest.raises(CommandExecutionError, match="memory_gb"):
         eos_join.assign("n1", "run-1")
@@ -518,6 +519,34 @@ def test_a_failed_configuration_is_rolled_back_everywhere_it_ran(cache, bus, fle
     assert "n2" in configured
     assert sorted(fleet.rolled_back) == sorted((m, fleet.checkpoints[m]) for m in configured)
     assert eos_join.status() == {"lease": None}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "finish does not record its own failure: the join record keeps step 'configure' "
+        "(already done) and error None, and rollback reports failed_step 'configure' with "
+        "'step configure did not complete' instead of the error finish raised"
+    ),
+)
+@pytest.mark.parametrize("operator", ["reject", "remove"])
+def test_a_failed_finish_is_what_the_join_record_and_the_rollback_report(cache, fleet, operator):
+    join("n1", "run-1", token=accepted(cache, "n1"))
+    accepted(cache, "n2")
+    for step in STEPS[:-1]:
+        getattr(eos_join, step)("n2", "run-2")
+    getattr(seeded(cache), operator)("n2")  # an operator acts while the node joins
+
+    with pytest.raises(CommandExecutionError, match="n2"):
+        eos_join.finish("n2", "run-2")
+    undone = eos_join.rollback("n2", "run-2")
+
+    assert undone["rolled_back"] is True
+    assert eos_join.status() == {"lease": None}
+    assert undone["failed_step"] == "finish"
+    last = eos_join.status("n2")
+    assert last["failed_step"] == "finish"
+    assert last["error"]
 
 
 def test_a_failed_node_joins_after_the_fault_is_fixed_and_it_is_accepted_again(cache, fleet):
@@ -614,7 +643,7 @@ def test_a_bad_join_setting_is_a_command_error_naming_the_key(
     opts, cache, bus, fleet, setting, named, function
 ):
     accepted(cache, "n1")
-    opts["eos"] = {"join": setting}
+    opts["eos"]["join"].update(setting)
     before = snapshot(cache)
     call = _every_function("n1", "run-1").get(function, lambda: eos_join.status("n1"))
     with pytest.raises(CommandExecutionError, match=named):

@@ -62,7 +62,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 
@@ -74,6 +73,7 @@ from salt.exceptions import InvalidKeyError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos import PACKAGE_ROOT
+from saltext.eos.utils import commands
 from saltext.eos.utils import config
 from saltext.eos.utils import errors
 from saltext.eos.utils.cluster import bootstrap as bootstrapping
@@ -582,12 +582,10 @@ def _salt_call(args, timeout):
         "--log-level=error",
         *args,
     ]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"retcode": 124, "data": None, "stderr": f"salt-call timed out after {timeout:g} s"}
-    except OSError as err:
-        return {"retcode": 127, "data": None, "stderr": str(err)}
+    # Not cmd.run_all: the bootstrap may run before this minion's own config is usable.
+    done = commands.run(argv, timeout=timeout)
+    if done.error is not None:
+        return {"retcode": done.returncode, "data": None, "stderr": done.error}
     try:
         data = json.loads(done.stdout).get("local") if done.stdout.strip() else None
     except (ValueError, AttributeError):
@@ -733,9 +731,7 @@ def _sign(message):
 
 
 def _health_world():
-    def run(argv):
-        return __salt__["cmd.run_all"](
-            argv, python_shell=False, ignore_retcode=True, output_loglevel="quiet", timeout=10
-        )
-
+    run = commands.via_salt(
+        __salt__["cmd.run_all"], output_loglevel="quiet", timeout=health.COMMAND_TIMEOUT
+    )
     return health.World(run=run)

@@ -25,6 +25,7 @@ import socket
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
+from saltext.eos.utils import commands
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
 from saltext.eos.utils import errors
@@ -131,11 +132,11 @@ def pull(
             rsync=settings["rsync"],
         )
     __salt__["file.makedirs"](staging + "/")
-    result = __salt__["cmd.run_all"](command, python_shell=False, ignore_retcode=True)
-    if result["retcode"] != 0:
+    result = commands.via_salt(__salt__["cmd.run_all"])(command)
+    if not result.ok:
         raise CommandExecutionError(
             f"dataset {name}: rsync from {source_host or 'this host'}:{source_path} exited "
-            f"{result['retcode']}: {result['stderr'].strip()[-500:]}"
+            f"{result.returncode}: {result.detail()}"
         )
     return {"staging": staging, "bytes": datasets.tree_bytes(staging)}
 

@@ -107,6 +107,7 @@ import logging
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
+from saltext.eos.utils import commands
 from saltext.eos.utils import config
 from saltext.eos.utils import errors
 from saltext.eos.utils.storage import analyzer
@@ -512,12 +513,11 @@ def _send_event(tag, data):
 
 
 def _run_command(argv):
-    result = __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True)
-    return fsadvice.Completed(result["retcode"], result["stdout"], result["stderr"])
+    return commands.via_salt(__salt__["cmd.run_all"])(argv)
 
 
-def _fs_host():
-    return fsadvice.Host(run=_run_command)
+def _filesystem_world():
+    return fsadvice.World(run=_run_command)
 
 
 def recommend_filesystem(workload, device=None, allow_unsafe=False):
@@ -555,7 +555,7 @@ def recommend_filesystem(workload, device=None, allow_unsafe=False):
         raise SaltInvocationError(f"allow_unsafe: {allow_unsafe!r} is not True or False")
     with errors.salt_errors():
         facts = fsadvice.device_facts(device) if device is not None else None
-        advice = fsadvice.recommend(workload, facts, _fs_host(), allow_unsafe=allow_unsafe)
+        advice = fsadvice.recommend(workload, facts, _filesystem_world(), allow_unsafe=allow_unsafe)
     return advice.as_dict()
 
 
@@ -658,7 +658,11 @@ def provision(
     with errors.salt_errors():
         facts = fsadvice.device_facts(device)
         advice = fsadvice.recommend(
-            workload, facts, _fs_host(), filesystem=filesystem, allow_unsafe=allow_unsafe is True
+            workload,
+            facts,
+            _filesystem_world(),
+            filesystem=filesystem,
+            allow_unsafe=allow_unsafe is True,
         )
         if advice.chosen is None:
             raise fsadvice.InvalidAdvice(
@@ -681,11 +685,11 @@ def provision(
             fstab=fstab,
             allow_unsafe=allow_unsafe,
         )
-    system = provision_engine.System(
+    world = provision_engine.World(
         run=_run_command, mount=__salt__["mount.mount"], remount=__salt__["mount.remount"]
     )
     try:
-        outcome = (provision_engine.plan if test else provision_engine.apply)(req, system)
+        outcome = (provision_engine.plan if test else provision_engine.apply)(req, world)
     except (provision_engine.Refused, provision_engine.CommandFailed) as err:
         raise errors.to_salt(err) from err
     except provision_engine.StepFailed as err:

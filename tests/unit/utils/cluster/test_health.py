@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 
+from saltext.eos.utils import commands
 from saltext.eos.utils import config
 from saltext.eos.utils.cluster import health
 
@@ -19,7 +20,7 @@ def world(**overrides):
         "disk_usage": lambda path: Usage(0, 0, 50 * GB, 0),
         "memory_total": lambda: 8 * GIB,
         "connect": lambda host, port, timeout: True,
-        "run": lambda argv: {"retcode": 0, "stdout": "yes\n"},
+        "run": lambda argv: commands.CommandResult(0, "yes\n"),
         "which": lambda name: f"/usr/bin/{name}",
         "resolve": lambda name: ["10.0.0.5"],
         "listening_ports": lambda: {22},
@@ -212,8 +213,10 @@ def test_join_target_reads_the_minion_config():
 
 
 def answers(table):
+    """A ``run`` answering each program as Salt's cmd.run_all would."""
+
     def run(argv):
-        return table[argv[0]]
+        return commands.from_run_all(table[argv[0]])
 
     return run
 

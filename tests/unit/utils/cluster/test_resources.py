@@ -63,7 +63,7 @@ class FakeSys:
 
     def system(self, mounts=(), free=None, nics=None):
         free = free or {}
-        return resources.System(
+        return resources.World(
             sys_block=str(self.block),
             sys_class_block=str(self.class_block),
             sys_class_net=str(self.class_net),
@@ -156,7 +156,7 @@ def test_a_vanished_mount_is_skipped(fake):
 
 
 def test_no_sysfs_means_no_disks(tmp_path):
-    system = resources.System(sys_block=str(tmp_path / "missing"))
+    system = resources.World(sys_block=str(tmp_path / "missing"))
     assert resources.disks(system) == []
 
 

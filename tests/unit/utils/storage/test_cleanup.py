@@ -16,6 +16,7 @@ import time
 import pytest
 
 from saltext.eos import PACKAGE_ROOT
+from saltext.eos.utils import commands
 from saltext.eos.utils import config
 from saltext.eos.utils.storage import cleanup
 from saltext.eos.utils.storage import openfiles
@@ -45,7 +46,7 @@ class Tools:
     def run(self, argv, timeout):
         self.commands.append(list(argv))
         behaviour = self.installed[argv[0]]
-        return behaviour(argv) or cleanup.CommandResult(0, "", "")
+        return behaviour(argv) or commands.CommandResult(0, "", "")
 
 
 class Tree:
@@ -892,7 +893,7 @@ def test_a_package_cache_holding_a_preserved_path_is_left_to_itself(tree):
 def test_a_failing_tool_is_reported_and_the_run_goes_on(tree):
     tree.file(tree.apt / "archives" / "p.deb", size=8192)
     old = tree.file(tree.tmp / "old", age_days=60)
-    broken = Tools({"apt-get": lambda argv: cleanup.CommandResult(100, "", "E: locked")})
+    broken = Tools({"apt-get": lambda argv: commands.CommandResult(100, "", "E: locked")})
     result = tree.run("cleanup", dry_run=False, world=tree.world(broken))
     assert step(result, "package_caches")["errors"] == ["apt-get clean exited 100: E: locked"]
     assert not old.exists()
@@ -961,8 +962,8 @@ def test_docker_prune_predicts_from_docker_and_reports_what_it_reclaimed(tree):
     def docker(argv):
         if argv[1:3] == ["system", "df"]:
             table = "Images\t1.5GB (60%)\nContainers\t20MB (100%)\nLocal Volumes\t5GB (90%)\n"
-            return cleanup.CommandResult(0, table, "")
-        return cleanup.CommandResult(0, "Deleted ...\nTotal reclaimed space: 1.2GB\n", "")
+            return commands.CommandResult(0, table, "")
+        return commands.CommandResult(0, "Deleted ...\nTotal reclaimed space: 1.2GB\n", "")
 
     tools = Tools({"docker": docker})
     predicted = tree.run("cleanup", dry_run=True, world=tree.world(tools))

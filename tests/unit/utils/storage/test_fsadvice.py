@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+from saltext.eos.utils import commands
 from saltext.eos.utils import config
 from saltext.eos.utils.storage import fsadvice
 
@@ -15,7 +16,7 @@ TIB = fsadvice.TIB
 ALL_FILESYSTEMS = ("ext4", "xfs", "btrfs")
 
 
-class FakeHost(fsadvice.Host):
+class FakeHost(fsadvice.World):
     """A minion whose kernel lists ``kernel``, with mkfs for ``tools`` and maybe modprobe."""
 
     def __init__(self, tmp_path, kernel=ALL_FILESYSTEMS, tools=ALL_FILESYSTEMS, modprobe=None):
@@ -29,7 +30,7 @@ class FakeHost(fsadvice.Host):
 
         def run(argv):
             self.probed.append(argv)
-            return fsadvice.Completed(0 if argv[-1] in self.modprobe_loads else 1, "", "")
+            return commands.CommandResult(0 if argv[-1] in self.modprobe_loads else 1, "", "")
 
         super().__init__(
             run=run,
@@ -64,7 +65,7 @@ def device(size_bytes=100 * GIB, rotational=None):
     ],
 )
 def test_each_workload_starts_from_the_original_tools_choice(host, workload, filesystem):
-    advice = fsadvice.recommend(workload, host=host).as_dict()
+    advice = fsadvice.recommend(workload, world=host).as_dict()
 
     assert advice["filesystem"] == filesystem
     assert advice["reason"] == fsadvice.WORKLOADS[workload].choices[0].reason
@@ -73,7 +74,7 @@ def test_each_workload_starts_from_the_original_tools_choice(host, workload, fil
 
 
 def test_distributed_points_to_a_distributed_store(host):
-    advice = fsadvice.recommend("distributed", host=host).as_dict()
+    advice = fsadvice.recommend("distributed", world=host).as_dict()
 
     assert advice["filesystem"] is None
     assert advice["mount_options"] == []
@@ -83,7 +84,7 @@ def test_distributed_points_to_a_distributed_store(host):
 
 
 def test_a_database_on_xfs_gets_noatime_and_larger_log_buffers(host):
-    advice = fsadvice.recommend("database", host=host).as_dict()
+    advice = fsadvice.recommend("database", world=host).as_dict()
 
     assert advice["mount_options"] == ["noatime", "logbsize=256k"]
     assert advice["mkfs_options"] == []
@@ -109,7 +110,7 @@ def test_the_table_itself_holds_no_unsafe_option():
 
 
 def test_allow_unsafe_adds_what_ext4_accepts_each_with_a_warning(host):
-    advice = fsadvice.recommend("container", host=host, allow_unsafe=True).as_dict()
+    advice = fsadvice.recommend("container", world=host, allow_unsafe=True).as_dict()
 
     assert advice["mount_options"] == ["noatime", "nobarrier", "data=writeback"]
     assert advice["warnings"] == [
@@ -120,7 +121,7 @@ def test_allow_unsafe_adds_what_ext4_accepts_each_with_a_warning(host):
 
 
 def test_allow_unsafe_on_xfs_adds_nothing_and_says_why(host):
-    advice = fsadvice.recommend("database", host=host, allow_unsafe=True).as_dict()
+    advice = fsadvice.recommend("database", world=host, allow_unsafe=True).as_dict()
 
     assert advice["mount_options"] == ["noatime", "logbsize=256k"]
     [warning] = advice["warnings"]
@@ -128,7 +129,7 @@ def test_allow_unsafe_on_xfs_adds_nothing_and_says_why(host):
 
 
 def test_allow_unsafe_on_btrfs_adds_nobarrier(host):
-    advice = fsadvice.recommend("backup", host=host, allow_unsafe=True).as_dict()
+    advice = fsadvice.recommend("backup", world=host, allow_unsafe=True).as_dict()
 
     assert advice["mount_options"][-1] == "nobarrier"
 
@@ -139,7 +140,7 @@ def test_allow_unsafe_on_btrfs_adds_nobarrier(host):
 def test_a_missing_mkfs_falls_back_to_the_next_choice_and_says_why(tmp_path):
     host = FakeHost(tmp_path, tools=("ext4", "btrfs"))
 
-    advice = fsadvice.recommend("database", host=host).as_dict()
+    advice = fsadvice.recommend("database", world=host).as_dict()
 
     assert advice["filesystem"] == "ext4"
     assert advice["mount_options"] == ["noatime"]
@@ -156,7 +157,7 @@ def test_a_missing_mkfs_falls_back_to_the_next_choice_and_says_why(tmp_path):
 def test_a_filesystem_the_kernel_lacks_falls_back(tmp_path):
     host = FakeHost(tmp_path, kernel=("ext4", "xfs"), modprobe=())
 
-    advice = fsadvice.recommend("backup", host=host).as_dict()
+    advice = fsadvice.recommend("backup", world=host).as_dict()
 
     assert advice["filesystem"] == "xfs"
     assert "modprobe finds no btrfs module" in advice["reason"]
@@ -166,7 +167,7 @@ def test_a_filesystem_the_kernel_lacks_falls_back(tmp_path):
 def test_a_module_that_modprobe_would_load_counts_as_support(tmp_path):
     host = FakeHost(tmp_path, kernel=("ext4",), modprobe=("btrfs",))
 
-    advice = fsadvice.recommend("backup", host=host).as_dict()
+    advice = fsadvice.recommend("backup", world=host).as_dict()
 
     assert advice["filesystem"] == "btrfs"
     assert host.kernel_support("btrfs") == (True, "modprobe finds the btrfs module")
@@ -208,7 +209,7 @@ def test_nothing_usable_is_an_error_naming_every_reason(tmp_path):
     host = FakeHost(tmp_path, tools=())
 
     with pytest.raises(fsadvice.NoUsableFilesystem) as caught:
-        fsadvice.recommend("media", host=host)
+        fsadvice.recommend("media", world=host)
 
     assert "xfs: mkfs.xfs is not installed (package xfsprogs)" in str(caught.value)
     assert "ext4: mkfs.ext4 is not installed (package e2fsprogs)" in str(caught.value)
@@ -253,7 +254,7 @@ def test_a_database_on_a_rotational_disk_is_told_so(host):
 
 
 def test_without_a_device_nothing_is_tuned(host):
-    advice = fsadvice.recommend("backup", host=host).as_dict()
+    advice = fsadvice.recommend("backup", world=host).as_dict()
 
     assert advice["notes"] == []
     assert advice["device_facts"] is None
@@ -264,16 +265,16 @@ def test_without_a_device_nothing_is_tuned(host):
 
 def test_an_unknown_workload_names_the_argument_and_the_choices(host):
     with pytest.raises(fsadvice.InvalidAdvice, match=r"workload: 'webscale' is not one of"):
-        fsadvice.recommend("webscale", host=host)
+        fsadvice.recommend("webscale", world=host)
 
 
 def test_a_workload_or_a_filesystem_is_needed(host):
     with pytest.raises(fsadvice.InvalidAdvice, match="workload or filesystem"):
-        fsadvice.recommend(host=host)
+        fsadvice.recommend(world=host)
 
 
 def test_a_named_filesystem_gets_the_workloads_options_for_it(host):
-    advice = fsadvice.recommend("database", host=host, filesystem="ext4").as_dict()
+    advice = fsadvice.recommend("database", world=host, filesystem="ext4").as_dict()
 
     assert advice["filesystem"] == "ext4"
     assert advice["mount_options"] == ["noatime"]
@@ -281,7 +282,7 @@ def test_a_named_filesystem_gets_the_workloads_options_for_it(host):
 
 
 def test_a_named_filesystem_outside_the_workloads_advice_is_warned(host):
-    advice = fsadvice.recommend("database", host=host, filesystem="btrfs").as_dict()
+    advice = fsadvice.recommend("database", world=host, filesystem="btrfs").as_dict()
 
     assert advice["mount_options"] == []
     assert advice["warnings"] == [
@@ -294,12 +295,12 @@ def test_a_named_filesystem_that_cannot_be_made_is_an_error(tmp_path):
     host = FakeHost(tmp_path, tools=("ext4",))
 
     with pytest.raises(fsadvice.NoUsableFilesystem, match=r"mkfs\.xfs is not installed"):
-        fsadvice.recommend(filesystem="xfs", host=host)
+        fsadvice.recommend(filesystem="xfs", world=host)
 
 
 def test_an_unknown_filesystem_names_the_argument(host):
     with pytest.raises(fsadvice.InvalidAdvice, match=r"filesystem: 'zfs' is not one of"):
-        fsadvice.recommend(filesystem="zfs", host=host)
+        fsadvice.recommend(filesystem="zfs", world=host)
 
 
 # ----------------------------------------------------------------------------- /sys

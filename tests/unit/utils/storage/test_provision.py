@@ -14,6 +14,7 @@ import types
 
 import pytest
 
+from saltext.eos.utils import commands
 from saltext.eos.utils.storage import fsadvice
 from saltext.eos.utils.storage import mounts
 from saltext.eos.utils.storage import provision
@@ -50,25 +51,25 @@ class FakeDisk:
         program = argv[0]
         if program == "blkid":
             if not self.found:
-                return fsadvice.Completed(2, "", "")
+                return commands.CommandResult(2, "", "")
             text = "\n".join(f"{key}={value}" for key, value in self.found.items())
-            return fsadvice.Completed(0, text, "")
+            return commands.CommandResult(0, text, "")
         if program == "wipefs" and "--no-act" in argv:
             kind = self.found.get("TYPE") or self.found.get("PTTYPE")
             listed = [{"type": kind, "offset": "0x438"}] if kind else []
-            return fsadvice.Completed(0, json.dumps({"signatures": listed}), "")
+            return commands.CommandResult(0, json.dumps({"signatures": listed}), "")
         if program == "wipefs":
             self.found = {}
-            return fsadvice.Completed(0, "", "")
+            return commands.CommandResult(0, "", "")
         if program.startswith("mkfs."):
             self.made += 1
             label = argv[argv.index("-L") + 1] if "-L" in argv else None
             self.holds(program.removeprefix("mkfs."), label, uuid=f"new-uuid-{self.made}")
-            return fsadvice.Completed(0, "", "")
+            return commands.CommandResult(0, "", "")
         if program in ("e2label", "xfs_admin", "xfs_io", "btrfs"):
             self.found["LABEL"] = "relabelled"
-            return fsadvice.Completed(0, "", "")
-        return fsadvice.Completed(127, "", f"{program}: command not found")
+            return commands.CommandResult(0, "", "")
+        return commands.CommandResult(127, "", f"{program}: command not found")
 
     def mount(self, name, device, mkmnt=False, fstype="", opts="defaults"):
         if self.mount_error:
@@ -89,7 +90,7 @@ class FakeDisk:
         self.live[point] = mounts.Mount(point, device, fstype, options)
 
     def system(self):
-        return provision.System(
+        return provision.World(
             run=self.run,
             mount=self.mount,
             remount=self.remount,
@@ -400,7 +401,7 @@ def test_a_device_mounted_here_with_another_filesystem_is_never_formatted(disk, 
 
 def test_blkid_failing_is_an_error_not_an_empty_device(disk, point, fstab):
     def broken(argv):
-        return fsadvice.Completed(4, "", "blkid: cannot open /dev/sdx: Permission denied")
+        return commands.CommandResult(4, "", "blkid: cannot open /dev/sdx: Permission denied")
 
     system = disk.system()
     system.run = broken

@@ -48,12 +48,12 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psutil
 
+from saltext.eos.utils import commands
 from saltext.eos.utils import config
 
 SUPPORTED_OS = {
@@ -179,6 +179,10 @@ def version_at_least(version, minimum):
     return version + (0,) * (width - len(version)) >= minimum + (0,) * (width - len(minimum))
 
 
+# Seconds a clock-sync tool may take to answer.
+COMMAND_TIMEOUT = 10
+
+
 # --- the world the checks look at --------------------------------------------------------------
 
 
@@ -187,11 +191,7 @@ def _memory_total():
 
 
 def _run(argv):
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError) as err:
-        return {"retcode": 127, "stdout": "", "stderr": str(err)}
-    return {"retcode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+    return commands.run(argv, timeout=COMMAND_TIMEOUT)
 
 
 def _which(name):
@@ -222,7 +222,7 @@ def _processes():
 
 @dataclass(frozen=True)
 class World:
-    """What the checks measure and ask; the execution module passes Salt's cmd.run_all."""
+    """What the checks measure and ask; the execution module runs commands through Salt."""
 
     disk_usage: object = psutil.disk_usage
     memory_total: object = _memory_total
@@ -369,8 +369,8 @@ def _timedatectl_says(world):
     if not world.which("timedatectl"):
         return None, "timedatectl not installed"
     ret = world.run(["timedatectl", "show", "--property=NTPSynchronized", "--value"])
-    answer = (ret.get("stdout") or "").strip()
-    if ret.get("retcode") != 0 or answer not in ("yes", "no"):
+    answer = ret.stdout.strip()
+    if not ret.ok or answer not in ("yes", "no"):
         return None, "timedatectl gave no answer (no systemd?)"
     if answer == "yes":
         return True, "timedatectl: synchronised"
@@ -381,8 +381,8 @@ def _chrony_says(world):
     if not world.which("chronyc"):
         return None, "chronyc not installed"
     ret = world.run(["chronyc", "-n", "tracking"])
-    match = re.search(r"^Leap status\s*:\s*(.+)$", ret.get("stdout") or "", re.MULTILINE)
-    if ret.get("retcode") != 0 or not match:
+    match = re.search(r"^Leap status\s*:\s*(.+)$", ret.stdout, re.MULTILINE)
+    if not ret.ok or not match:
         return None, "chronyc gave no answer (chronyd not running?)"
     status = match.group(1).strip()
     if status.lower() == "normal":

@@ -43,7 +43,7 @@ class InvalidNodeConfig(config.InvalidConfig):
 
 
 @dataclass(frozen=True)
-class System:
+class World:
     """Where resources are read from; tests point these at fakes."""
 
     sys_block: str = SYS_BLOCK
@@ -57,28 +57,28 @@ class System:
     hostname: object = socket.gethostname
 
 
-def collect(layers, grains, system=None):
+def collect(layers, grains, world=None):
     """Every resource of this node, in the shape ``eos/cluster/register`` carries."""
-    system = system or System()
+    world = world or World()
     return {
-        "cpu_cores": system.cpu_count(logical=True) or 1,
-        "memory_bytes": int(system.virtual_memory().total),
-        "disks": disks(system),
-        "network": network(system),
+        "cpu_cores": world.cpu_count(logical=True) or 1,
+        "memory_bytes": int(world.virtual_memory().total),
+        "disks": disks(world),
+        "network": network(world),
         "failure_domain": failure_domain(layers, grains),
         "labels": labels(layers),
-        "hostname": system.hostname(),
+        "hostname": world.hostname(),
     }
 
 
 # --- disks -------------------------------------------------------------------------------------
 
 
-def disks(system):
+def disks(world):
     """[{name, size_bytes, free_bytes, storage_type, rotational, mounts}] of the real disks."""
-    found = {name: _disk(system, name) for name in real_disks(system)}
-    for usage in _filesystem_usage(system):
-        owners = [name for name in disks_under(system, usage["device"]) if name in found]
+    found = {name: _disk(world, name) for name in real_disks(world)}
+    for usage in _filesystem_usage(world):
+        owners = [name for name in disks_under(world, usage["device"]) if name in found]
         for name in owners:
             disk = found[name]
             disk["free_bytes"] = (disk["free_bytes"] or 0) + usage["free_bytes"] // len(owners)
@@ -86,17 +86,17 @@ def disks(system):
     return [found[name] for name in sorted(found)]
 
 
-def real_disks(system):
+def real_disks(world):
     """Names of the block devices that are physical (or virtio/cloud) disks."""
     try:
-        names = sorted(os.listdir(system.sys_block))
+        names = sorted(os.listdir(world.sys_block))
     except OSError:
         return []
-    return [name for name in names if _is_real_disk(system, name)]
+    return [name for name in names if _is_real_disk(world, name)]
 
 
-def _is_real_disk(system, name):
-    path = os.path.join(system.sys_block, name)
+def _is_real_disk(world, name):
+    path = os.path.join(world.sys_block, name)
     if "/virtual/" in os.path.realpath(path):
         return False
     if _read(path, "removable") == "1":
@@ -104,8 +104,8 @@ def _is_real_disk(system, name):
     return (_read_int(path, "size") or 0) > 0
 
 
-def _disk(system, name):
-    path = os.path.join(system.sys_block, name)
+def _disk(world, name):
+    path = os.path.join(world.sys_block, name)
     rotational = _read(path, "queue", "rotational")
     flag = {"0": False, "1": True}.get(rotational)
     return {
@@ -127,40 +127,40 @@ def storage_type(name, rotational):
     return "hdd" if rotational else "ssd"
 
 
-def disks_under(system, device):
+def disks_under(world, device):
     """The real disks a block device (``/dev/sda2``, ``/dev/mapper/vg-root``) lives on."""
     name = os.path.basename(os.path.realpath(device))
-    return sorted(_disks_under(system, name, seen=set()))
+    return sorted(_disks_under(world, name, seen=set()))
 
 
-def _disks_under(system, name, seen):
+def _disks_under(world, name, seen):
     if name in seen:
         return set()
     seen.add(name)
-    entry = os.path.join(system.sys_class_block, name)
+    entry = os.path.join(world.sys_class_block, name)
     if not os.path.exists(entry):
         return set()
     if os.path.exists(os.path.join(entry, "partition")):
         # A partition's sysfs directory sits inside its disk's.
         disk = os.path.basename(os.path.dirname(os.path.realpath(entry)))
-        return _disks_under(system, disk, seen)
+        return _disks_under(world, disk, seen)
     slaves = _list(os.path.join(entry, "slaves"))
     if slaves:
         found = set()
         for slave in slaves:
-            found |= _disks_under(system, slave, seen)
+            found |= _disks_under(world, slave, seen)
         return found
     return {name}
 
 
-def _filesystem_usage(system):
+def _filesystem_usage(world):
     """Free bytes of each mounted block-device filesystem, once per device."""
     usages = {}
-    for part in system.disk_partitions(all=False):
+    for part in world.disk_partitions(all=False):
         if not part.device.startswith("/dev/") or part.device in usages:
             continue
         try:
-            free = system.disk_usage(part.mountpoint).free
+            free = world.disk_usage(part.mountpoint).free
         except OSError:
             continue  # a mount that vanished or hangs is not this report's problem
         usages[part.device] = {
@@ -174,11 +174,11 @@ def _filesystem_usage(system):
 # --- network -----------------------------------------------------------------------------------
 
 
-def network(system):
+def network(world):
     """{interfaces: [{name, up, speed_mbps}], link_speed_mbps} for the node's NICs."""
-    stats = system.net_if_stats()
+    stats = world.net_if_stats()
     names = [name for name in sorted(stats) if "loopback" not in _flags(stats[name])]
-    physical = [name for name in names if _is_physical_nic(system, name)]
+    physical = [name for name in names if _is_physical_nic(world, name)]
     # Containers and some clouds show only virtual links; they are still the node's links.
     chosen = physical or names
     interfaces = [
@@ -193,8 +193,8 @@ def _flags(stat):
     return getattr(stat, "flags", "") or ""
 
 
-def _is_physical_nic(system, name):
-    return os.path.exists(os.path.join(system.sys_class_net, name, "device"))
+def _is_physical_nic(world, name):
+    return os.path.exists(os.path.join(world.sys_class_net, name, "device"))
 
 
 def _speed(stat):

@@ -27,13 +27,13 @@ import functools
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 
+from saltext.eos.utils import commands
 from saltext.eos.utils import config
 from saltext.eos.utils import errors
 
@@ -312,20 +312,9 @@ class NoUsableFilesystem(errors.OperationFailed):
 # ----------------------------------------------------------------------------- commands
 
 
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 def run_command(argv):
     """Run argv without a shell; a missing program is returncode 127, as in a shell."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        return Completed(127, "", f"{argv[0]}: command not found")
-    return Completed(done.returncode, done.stdout, done.stderr)
+    return commands.run(argv)
 
 
 # ----------------------------------------------------------------------------- the device
@@ -438,7 +427,7 @@ def _read(path):
 
 
 @dataclass
-class Host:
+class World:
     """What the minion's kernel and tools support; every source injectable for tests."""
 
     run: Callable = run_command
@@ -555,7 +544,7 @@ def checked_filesystem(filesystem):
     return filesystem
 
 
-def recommend(workload=None, facts=None, host=None, filesystem=None, allow_unsafe=False):
+def recommend(workload=None, facts=None, world=None, filesystem=None, allow_unsafe=False):
     """
     The Recommendation for ``workload`` on the device described by ``facts`` (optional).
 
@@ -563,16 +552,16 @@ def recommend(workload=None, facts=None, host=None, filesystem=None, allow_unsaf
     when the workload lists it; it must be usable here or NoUsableFilesystem says why.
     Without it the first usable filesystem of the workload's row is chosen.
     """
-    host = host or Host()
+    world = world or World()
     if workload is None and filesystem is None:
         raise InvalidAdvice("workload or filesystem: give at least one")
     if workload is not None:
         checked_workload(workload)
     if filesystem is not None:
         checked_filesystem(filesystem)
-        return _named(workload, filesystem, facts, host, allow_unsafe)
+        return _named(workload, filesystem, facts, world, allow_unsafe)
     row = WORKLOADS[workload]
-    candidates = tuple(evaluate(choice, workload, facts, host) for choice in row.choices)
+    candidates = tuple(evaluate(choice, workload, facts, world) for choice in row.choices)
     if row.instead:
         return Recommendation(workload, facts, None, row.instead, candidates)
     chosen = next((candidate for candidate in candidates if candidate.usable), None)
@@ -590,7 +579,7 @@ def recommend(workload=None, facts=None, host=None, filesystem=None, allow_unsaf
     )
 
 
-def _named(workload, filesystem, facts, host, allow_unsafe):
+def _named(workload, filesystem, facts, world, allow_unsafe):
     listed = {c.filesystem: c for c in WORKLOADS[workload].choices} if workload else {}
     warnings = ()
     if filesystem in listed:
@@ -603,7 +592,7 @@ def _named(workload, filesystem, facts, host, allow_unsafe):
                 f"{filesystem} is not among the filesystems advised for {workload} "
                 f"({advised}); it gets no workload-specific options",
             )
-    candidate = evaluate(choice, workload, facts, host)
+    candidate = evaluate(choice, workload, facts, world)
     if not candidate.usable:
         raise NoUsableFilesystem(f"filesystem {filesystem!r} cannot be used: {candidate.why_not}")
     candidate, unsafe_warnings = _with_unsafe_options(candidate, allow_unsafe)
@@ -623,9 +612,9 @@ def _reason(chosen, candidates):
     return f"{chosen.reason} (instead of {preferred.filesystem}: {skipped})"
 
 
-def evaluate(choice, workload, facts, host):
+def evaluate(choice, workload, facts, world):
     """The Candidate for ``choice``: usable or why not, options tuned to the device."""
-    why_not = _why_not(choice.filesystem, facts, host)
+    why_not = _why_not(choice.filesystem, facts, world)
     mkfs_options, mount_options, notes = _tuned(choice, workload, facts)
     return Candidate(
         filesystem=choice.filesystem,
@@ -637,11 +626,11 @@ def evaluate(choice, workload, facts, host):
     )
 
 
-def _why_not(filesystem, facts, host):
-    supported, how = host.kernel_support(filesystem)
+def _why_not(filesystem, facts, world):
+    supported, how = world.kernel_support(filesystem)
     if not supported:
         return how
-    missing = host.mkfs_missing(filesystem)
+    missing = world.mkfs_missing(filesystem)
     if missing:
         return missing
     if facts is None:

@@ -276,7 +276,7 @@ def is_shown(option):
     return option not in UNSHOWN_OPTIONS and not option.startswith(UNSHOWN_PREFIXES)
 
 
-# ----------------------------------------------------------------------------- the system
+# ----------------------------------------------------------------------------- the world
 
 
 def partition_holders(facts, sys_dev_block=fsadvice.SYS_DEV_BLOCK):
@@ -341,11 +341,11 @@ def read_head(device, size=HEAD_BYTES):
 
 
 @dataclass
-class System:
+class World:
     """
     What provisioning asks of the minion, injectable for tests.
 
-    ``run(argv)`` returns an fsadvice.Completed. ``mount`` and ``remount`` take Salt's
+    ``run(argv)`` returns a commands.CommandResult. ``mount`` and ``remount`` take Salt's
     mount.mount and mount.remount arguments (name, device, mkmnt, fstype, opts) and return
     True or the error text, as those functions do.
     """
@@ -407,10 +407,10 @@ class Contents:
         return " and ".join(found) or "nothing"
 
 
-def probe(device, system):
+def probe(device, world):
     """The Contents of ``device``: blkid's low-level probe, wipefs's signatures, its head."""
-    found = _blkid(device, system.run)
-    signatures = _wipefs(device, system.run)
+    found = _blkid(device, world.run)
+    signatures = _wipefs(device, world.run)
     if found.get("AMBIVALENT"):
         signatures = (*signatures, "several conflicting signatures (blkid: ambivalent)")
     contents = Contents(
@@ -421,7 +421,7 @@ def probe(device, system):
         partition_table=found.get("PTTYPE"),
         signatures=signatures,
     )
-    if contents.empty and system.read_head(device).strip(b"\0"):
+    if contents.empty and world.read_head(device).strip(b"\0"):
         return Contents(unrecognised_data=True)
     return contents
 
@@ -465,7 +465,7 @@ def _output(done):
 # ----------------------------------------------------------------------------- guards
 
 
-def check_not_in_use(req, facts, live, system):
+def check_not_in_use(req, facts, live, world):
     """
     Refused when the device or a partition of it has holders, is in use as swap or is
     mounted elsewhere; the message names the partition and what uses it.
@@ -475,7 +475,7 @@ def check_not_in_use(req, facts, live, system):
             f"{req.device} is in use by {', '.join(facts.holders)} (device-mapper, md RAID "
             "or bcache); it is never touched"
         )
-    held = sorted(system.partition_holders(facts).items())
+    held = sorted(world.partition_holders(facts).items())
     if held:
         uses = "; ".join(
             f"its partition {partition} is in use by {', '.join(holders)}"
@@ -484,8 +484,8 @@ def check_not_in_use(req, facts, live, system):
         raise Refused(
             f"{req.device}: {uses} (device-mapper such as LVM or LUKS, md RAID or bcache); {IN_USE}"
         )
-    for swap in system.swap_devices():
-        number = system.device_number(swap)
+    for swap in world.swap_devices():
+        number = world.device_number(swap)
         if number and facts.is_or_contains(number):
             raise Refused(
                 f"{_which(req, facts, number)} is in use as swap ({swap} in {PROC_SWAPS}); "
@@ -494,7 +494,7 @@ def check_not_in_use(req, facts, live, system):
     for mount in live.values():
         if mount.mountpoint == _real(req.mount_point):
             continue
-        number = system.device_number(mount.device)
+        number = world.device_number(mount.device)
         if number and facts.is_or_contains(number):
             raise Refused(
                 f"{_which(req, facts, number)} is mounted at {mount.mountpoint} "
@@ -510,12 +510,12 @@ def _which(req, facts, number):
     return f"{req.device}: its partition {partition}"
 
 
-def mounted_here(req, facts, live, system):
+def mounted_here(req, facts, live, world):
     """The live mount at the mount point when it is this device, None when nothing is there."""
     current = live.get(_real(req.mount_point))
     if current is None:
         return None
-    if system.device_number(current.device) != facts.number:
+    if world.device_number(current.device) != facts.number:
         raise Refused(f"{req.mount_point} is already a mount point of {current.device}")
     return current
 
@@ -703,7 +703,7 @@ def read_fstab(path):
         raise CommandFailed(f"fstab: cannot read {path}: {err.strerror or err}") from err
 
 
-def check_fstab(req, text, facts, uuid, system):
+def check_fstab(req, text, facts, uuid, world):
     """Refused when another line names this device, or two lines name this mount point."""
     own = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -712,7 +712,7 @@ def check_fstab(req, text, facts, uuid, system):
             continue
         if os.path.normpath(entry.file) == req.mount_point:
             own.append(number)
-        elif _names_device(entry.spec, facts, uuid, system):
+        elif _names_device(entry.spec, facts, uuid, world):
             raise Refused(
                 f"{req.fstab} line {number} already mounts {req.device} ({entry.spec}) at "
                 f"{entry.file}"
@@ -725,11 +725,11 @@ def check_fstab(req, text, facts, uuid, system):
         )
 
 
-def _names_device(spec, facts, uuid, system):
+def _names_device(spec, facts, uuid, world):
     if uuid and spec == f"UUID={uuid}":
         return True
     if spec.startswith("/dev/"):
-        number = system.device_number(spec)
+        number = world.device_number(spec)
         return number is not None and facts.is_or_contains(number)
     return False
 
@@ -791,26 +791,26 @@ class Survey:
     fstab_text: str | None
 
 
-def survey(req, system):
+def survey(req, world):
     """Check every guard and read the state; Refused before anything is changed."""
-    facts = system.device_facts(req.device)
-    live = system.live_mounts()
-    check_not_in_use(req, facts, live, system)
-    here = mounted_here(req, facts, live, system)
-    contents = probe(req.device, system)
+    facts = world.device_facts(req.device)
+    live = world.live_mounts()
+    check_not_in_use(req, facts, live, world)
+    here = mounted_here(req, facts, live, world)
+    contents = probe(req.device, world)
     fs_step = filesystem_step(req, contents, here)
     fstab_text = None
     if req.persist:
         fstab_text = read_fstab(req.fstab)
-        check_fstab(req, fstab_text, facts, contents.uuid, system)
+        check_fstab(req, fstab_text, facts, contents.uuid, world)
     if here is None:
         check_mount_point(req)
     return Survey(facts, here, contents, fs_step, fstab_text)
 
 
-def plan(req, system):
+def plan(req, world):
     """The Outcome a run would have, changing nothing."""
-    seen = survey(req, system)
+    seen = survey(req, world)
     outcome = Outcome(warnings=list(req.warnings), uuid=seen.contents.uuid)
     formats = seen.fs_step is not None and seen.fs_step.name == "filesystem"
     for step in (seen.fs_step, mount_step(req, seen.here)):
@@ -840,13 +840,13 @@ def _root_status(path):
     return status.st_uid, status.st_gid, stat.S_IMODE(status.st_mode)
 
 
-def apply(req, system):
+def apply(req, world):
     """Do every step that is not done yet; StepFailed lists the steps done before a failure."""
-    seen = survey(req, system)
+    seen = survey(req, world)
     outcome = Outcome(warnings=list(req.warnings), uuid=seen.contents.uuid)
     try:
-        _make_filesystem(req, system, seen, outcome)
-        _mount(req, system, seen, outcome)
+        _make_filesystem(req, world, seen, outcome)
+        _mount(req, world, seen, outcome)
         if req.persist:
             _persist(req, seen, outcome)
         for step in ownership_steps(req, *_root_status(req.mount_point)):
@@ -858,15 +858,15 @@ def apply(req, system):
     return outcome
 
 
-def _make_filesystem(req, system, seen, outcome):
+def _make_filesystem(req, world, seen, outcome):
     step = seen.fs_step
     if step is None:
         return
     for argv in step.commands:
-        _check(system.run(list(argv)), argv)
+        _check(world.run(list(argv)), argv)
     outcome.record(step)
     if step.name == "filesystem":
-        outcome.uuid = probe(req.device, system).uuid
+        outcome.uuid = probe(req.device, world).uuid
         if not outcome.uuid:
             raise CommandFailed(f"mkfs.{req.filesystem} finished but blkid finds no UUID")
 
@@ -876,11 +876,11 @@ def _check(done, argv):
         raise CommandFailed(f"{' '.join(argv)} failed: {_output(done)}")
 
 
-def _mount(req, system, seen, outcome):
+def _mount(req, world, seen, outcome):
     step = mount_step(req, seen.here)
     if step is None:
         return
-    mount = system.mount if step.name == "mount" else system.remount
+    mount = world.mount if step.name == "mount" else world.remount
     result = mount(
         req.mount_point, req.device, mkmnt=True, fstype=req.filesystem, opts=req.options_text
     )
@@ -890,7 +890,7 @@ def _mount(req, system, seen, outcome):
             hint = f"; some options ({', '.join(step.payload)}) take effect only on a new mount"
         raise CommandFailed(f"{step.name} of {req.mount_point} failed: {result}{hint}")
     outcome.record(step)
-    live = system.live_mounts().get(_real(req.mount_point))
+    live = world.live_mounts().get(_real(req.mount_point))
     missing = missing_options(req, live.options) if live else list(req.visible_options)
     if missing:
         outcome.warnings.append(

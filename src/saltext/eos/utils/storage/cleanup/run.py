@@ -4,7 +4,6 @@ import dataclasses
 import functools
 import os
 import stat
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -121,17 +120,12 @@ class Context:
 
     def run_tool(self, argv, outcome):
         """The CommandResult of a tool, or None after reporting its failure in ``outcome``."""
-        try:
-            result = self.world.run_command(argv, self.settings.command_timeout)
-        except subprocess.TimeoutExpired:
-            outcome.error(f"{' '.join(argv)}: no answer in {self.settings.command_timeout:g}s")
-            return None
-        except OSError as err:
-            outcome.error(f"{' '.join(argv)}: {err.strerror or err}")
+        result = self.world.run_command(argv, self.settings.command_timeout)
+        if result.error is not None:
+            outcome.error(f"{' '.join(argv)}: {result.error}")
             return None
         if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip()[-500:]
-            outcome.error(f"{' '.join(argv)} exited {result.returncode}: {detail}")
+            outcome.error(f"{' '.join(argv)} exited {result.returncode}: {result.detail()}")
             return None
         return result
 

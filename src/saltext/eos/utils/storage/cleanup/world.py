@@ -2,11 +2,11 @@
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from saltext.eos.utils import commands
 from saltext.eos.utils.storage import mounts
 from saltext.eos.utils.storage import openfiles
 from saltext.eos.utils.storage import walk
@@ -41,24 +41,12 @@ def measure_usage(mount_point):
     return Usage(figures.used_bytes, figures.used_bytes + figures.free_bytes)
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    returncode: int
-    stdout: str
-    stderr: str
+CommandResult = commands.CommandResult
 
 
 def run_command(argv, timeout):
     """Run a tool without a shell, in the C locale so its output parses the same everywhere."""
-    completed = subprocess.run(
-        list(argv),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "LC_ALL": "C"},
-    )
-    return CommandResult(completed.returncode, completed.stdout, completed.stderr)
+    return commands.run(argv, timeout=timeout, env=commands.C_LOCALE)
 
 
 @dataclass
