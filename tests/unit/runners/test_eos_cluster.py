@@ -12,7 +12,6 @@ import json
 import pathlib
 import re
 import time
-from unittest.mock import patch
 
 import pytest
 import salt.cache
@@ -25,6 +24,9 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_cluster
 from saltext.eos.utils.cluster import registry
+from tests.support.master import Bus
+from tests.support.master import SilentClient as LocalClient
+from tests.support.master import salt_world
 from tests.support.memory_cache import MemoryCache
 
 GIB = 1024**3
@@ -60,59 +62,6 @@ INFO_FIELDS = {
 
 
 # --- the outside world --------------------------------------------------------------------
-
-
-class Bus:
-    """The master's event bus: every event fired on it, in order."""
-
-    def __init__(self):
-        self.fired = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def fire_event(self, data, tag, timeout=1000):
-        self.fired.append((tag, copy.deepcopy(data)))
-        return True
-
-    def destroy(self):
-        pass
-
-    def node_events(self):
-        return [(tag, data) for tag, data in self.fired if tag.startswith("eos/cluster/node/")]
-
-    def node_tags(self):
-        return [tag for tag, _ in self.node_events()]
-
-
-class LocalClient:
-    """Salt's LocalClient: the jobs published to minions, none of which answer."""
-
-    def __init__(self):
-        self.published = []
-
-    def __call__(self, *args, **kwargs):  # salt.client.get_local_client(...)
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def destroy(self):
-        pass
-
-    def cmd_async(self, tgt, fun, arg=(), tgt_type="glob", **kwargs):
-        self.published.append((tgt, fun))
-        return "20250101000000000000"
-
-    def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", **kwargs):
-        self.published.append((tgt, fun))
-        return {}
 
 
 @pytest.fixture(scope="module")
@@ -171,12 +120,7 @@ def configure_loader_modules(opts, context):
 
 @pytest.fixture(autouse=True)
 def world(cache, bus, client):
-    with (
-        patch.object(salt.cache, "factory", lambda opts, **kwargs: cache),
-        patch.object(salt.utils.event, "get_master_event", lambda *args, **kwargs: bus),
-        patch.object(salt.utils.event, "get_event", lambda *args, **kwargs: bus),
-        patch.object(salt.client, "get_local_client", client),
-    ):
+    with salt_world(cache, bus, client):
         yield
 
 

@@ -15,6 +15,7 @@ import salt.utils.yaml
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos.runners import eos_cluster
+from saltext.eos.utils import master
 from saltext.eos.utils.cluster import registry
 
 NODE_JOIN = PACKAGE_ROOT / "reactor" / "node_join.sls"
@@ -48,7 +49,7 @@ def salt_keys():
         patch.object(eos_cluster, "_key_state", key_state),
         patch.object(eos_cluster, "_accept_key", lambda node_id: "accepted (was pending)"),
         patch.object(eos_cluster, "_signed_by", lambda node_id, message, signature: True),
-        patch.object(eos_cluster, "_fire_status_change", lambda *event: None),
+        patch.object(master.Master, "fire", lambda self, tag, data: None),
     ):
         yield asked
 

@@ -10,17 +10,15 @@ from the runner's documentation and the orchestration it serves.
 import copy
 import fnmatch
 import time
-from unittest.mock import patch
 
 import pytest
-import salt.cache
-import salt.client
-import salt.utils.event
 from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_join
 from saltext.eos.utils.cluster import registry
+from tests.support.master import Bus
+from tests.support.master import salt_world
 from tests.support.memory_cache import MemoryCache
 
 GIB = 1024**3
@@ -44,32 +42,6 @@ RESOURCES = {
 
 
 # --- the outside world --------------------------------------------------------------------
-
-
-class Bus:
-    """The master's event bus: every event fired on it, in order."""
-
-    def __init__(self):
-        self.fired = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def fire_event(self, data, tag, timeout=1000):
-        self.fired.append((tag, copy.deepcopy(data)))
-        return True
-
-    def destroy(self):
-        pass
-
-    def tags(self):
-        return [tag for tag, _ in self.fired]
-
-    def data(self, tag):
-        return [data for fired, data in self.fired if fired == tag]
 
 
 class Fleet:
@@ -215,12 +187,7 @@ def configure_loader_modules(opts):
 
 @pytest.fixture(autouse=True)
 def world(cache, bus, fleet):
-    with (
-        patch.object(salt.cache, "factory", lambda opts, **kwargs: cache),
-        patch.object(salt.utils.event, "get_master_event", lambda *args, **kwargs: bus),
-        patch.object(salt.utils.event, "get_event", lambda *args, **kwargs: bus),
-        patch.object(salt.client, "get_local_client", fleet),
-    ):
+    with salt_world(cache, bus, fleet):
         yield
 
 

@@ -40,7 +40,6 @@ Events, fired on every status change with the node record as data:
 
 import logging
 
-import salt.client
 import salt.crypt
 import salt.key
 import salt.loader
@@ -48,16 +47,14 @@ import salt.utils.minions
 from salt.exceptions import InvalidKeyError
 from salt.exceptions import SaltInvocationError
 
-from saltext.eos.utils import config
 from saltext.eos.utils import errors
-from saltext.eos.utils import events
+from saltext.eos.utils import master
 from saltext.eos.utils.cluster import registry
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "eos_cluster"
 
-NODE_TAG = "eos/cluster/node/{id}/{status}"
 # salt.key's key directories and the states they stand for.
 KEY_STATES = {
     "minions": "accepted",
@@ -333,23 +330,23 @@ def info(recount=False):
 # --- registry, policy and events ---------------------------------------------------------------
 
 
+def _master():
+    return master.Master(__opts__)
+
+
 def _layers():
-    return config.Layers.from_salt(__opts__)
+    return _master().layers()
 
 
 def _registry():
+    here = _master()
     with errors.salt_errors():
-        return registry.open_registry(__opts__, on_change=_fire_status_change)
+        return here.registry(on_change=here.fire_status_change)
 
 
 def _policy():
     with errors.salt_errors():
         return registry.acceptance_policy(_layers())
-
-
-def _fire_status_change(node_id, status, record):
-    # The change is stored whatever the event bus does; a lost event is only logged.
-    events.fire_or_log(__opts__, NODE_TAG.format(id=node_id, status=status), record)
 
 
 def _apply(reg, change, *args):
@@ -373,11 +370,7 @@ def _refresh_pillars(before, after):
     # Minions keep their pillar in memory; without a refresh the analyzer and the beacon
     # would keep the old scale's thresholds until their next highstate.
     log.info("eos_cluster: scale %s -> %s; refreshing the pillar of every minion", before, after)
-    try:
-        with salt.client.get_local_client(__opts__["conf_file"]) as client:
-            client.cmd_async("*", "saltutil.refresh_pillar")
-    except Exception as err:
-        log.warning("eos_cluster: could not ask minions to refresh their pillar: %s", err)
+    _master().broadcast("saltutil.refresh_pillar")
 
 
 def _grains_match(node_id, expression):
@@ -422,8 +415,7 @@ def _report(outcome):
 
 
 def _check_id(node_id):
-    with errors.salt_errors():
-        registry.check_node_id(node_id)
+    master.checked_node_id(node_id)
 
 
 def _known(reg, node_id, need_record=False):

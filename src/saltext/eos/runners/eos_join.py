@@ -38,20 +38,15 @@ Events:
 
 import logging
 
-import salt.client
 from salt.exceptions import SaltInvocationError
 
-from saltext.eos.utils import config
 from saltext.eos.utils import errors
-from saltext.eos.utils import events
+from saltext.eos.utils import master
 from saltext.eos.utils.cluster import join
-from saltext.eos.utils.cluster import registry
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "eos_join"
-
-NODE_TAG = "eos/cluster/node/{id}/{status}"
 
 
 def __virtual__():
@@ -192,53 +187,26 @@ def _do(step, node, run, **extra):
 
 
 def _check_node(node):
-    with errors.salt_errors():
-        registry.check_node_id(node)
+    master.checked_node_id(node)
 
 
 def _flow():
-    layers = config.Layers.from_salt(__opts__)
+    here = master.Master(__opts__)
+    layers = here.layers()
     with errors.salt_errors():
-        reg = registry.open_registry(__opts__, on_change=_fire_status_change)
         return join.Join(
-            registry=reg,
-            call=_call,
-            fire=_fire,
+            registry=here.registry(on_change=_announcer(here)),
+            call=here.call,
+            fire=here.fire,
             layers=layers,
             settings=join.settings(layers),
         )
 
 
-def _call(targets, fun, args=(), kwargs=None, timeout=None):
-    """Run ``fun`` on the listed minions; {id: join.Call} for those that answered."""
-    # Built from the config file, as Salt's own saltutil.cmd does: the opts a runner gets when
-    # the reactor starts it through orchestrate do not authenticate a LocalClient.
-    with salt.client.get_local_client(__opts__["conf_file"]) as client:
-        answers = client.cmd(
-            list(targets),
-            fun,
-            arg=list(args),
-            kwarg=kwargs or {},
-            tgt_type="list",
-            timeout=timeout,
-            full_return=True,
-        )
-    return {
-        minion: join.Call(answer.get("ret"), answer.get("retcode", 0) or 0)
-        for minion, answer in answers.items()
-        if isinstance(answer, dict)
-    }
+def _announcer(here):
+    def announce(node_id, status, record):
+        # The failed event is fired by the rollback itself, with the step and the error.
+        if status != "failed":
+            here.fire_status_change(node_id, status, record)
 
-
-def _fire(tag, data):
-    events.fire(__opts__, tag, data)
-
-
-def _fire_status_change(node_id, status, record):
-    # The failed event is fired by the rollback itself, with the step and the error.
-    if status == "failed":
-        return
-    try:
-        _fire(NODE_TAG.format(id=node_id, status=status), record)
-    except Exception as err:
-        log.warning("eos_join: could not fire the %s event of %s: %s", status, node_id, err)
+    return announce

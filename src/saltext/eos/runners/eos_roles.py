@@ -32,7 +32,7 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import config
 from saltext.eos.utils import errors
-from saltext.eos.utils import events
+from saltext.eos.utils import master
 from saltext.eos.utils.cluster import placement
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import roles as role_rules
@@ -128,8 +128,7 @@ def explain(node_id):
 
         salt-run eos_roles.explain node-7
     """
-    with errors.salt_errors():
-        registry.check_node_id(node_id)
+    master.checked_node_id(node_id)
     members = _members(_registry())
     if node_id not in {member["id"] for member in members}:
         raise SaltInvocationError(f"node {node_id!r} is not an accepted or active member")
@@ -166,7 +165,7 @@ def _members(reg):
 
 def _catalogue_and_policy():
     with errors.salt_errors():
-        return role_rules.from_layers(config.Layers.from_salt(__opts__))
+        return role_rules.from_layers(master.Master(__opts__).layers())
 
 
 def _solve(nodes):
@@ -205,8 +204,8 @@ def _explanation(result):
 
 def _registry():
     with errors.salt_errors():
-        return registry.open_registry(__opts__)
+        return master.Master(__opts__).registry()
 
 
 def _fire(tag, data):
-    events.fire(__opts__, tag, data)
+    master.Master(__opts__).fire(tag, data)

@@ -9,6 +9,7 @@ which nodes were configured, checkpointed and rolled back.
 import pytest
 
 from saltext.eos.utils import config
+from saltext.eos.utils import master
 from saltext.eos.utils.cluster import join
 from saltext.eos.utils.cluster import registry
 from tests.support.clock import Clock
@@ -46,29 +47,29 @@ class Fleet:
 
     def answer(self, minion, fun, kwargs):
         if fun == "test.ping":
-            return join.Call(True)
+            return master.Answer(True)
         if fun == "eos_cluster.register":
             self.record_registration(minion)
             passed = minion not in self.unhealthy
             check = {"name": "master_reachable", "critical": True, "passed": passed,
                      "detail": "ok" if passed else "connection refused"}  # fmt: skip
-            return join.Call({"sent": True, "health": {"passed": passed, "checks": [check]}})
+            return master.Answer({"sent": True, "health": {"passed": passed, "checks": [check]}})
         if fun == "eos_cluster.checkpoint":
             checkpoint_id = f"{minion}-{kwargs['label']}-{len(self.calls)}"
             self.checkpoints[minion] = checkpoint_id
-            return join.Call({"id": checkpoint_id})
+            return master.Answer({"id": checkpoint_id})
         if fun == "eos_cluster.rollback":
             self.rolled_back.append((minion, kwargs["checkpoint_id"]))
-            return join.Call({"id": kwargs["checkpoint_id"]})
+            return master.Answer({"id": kwargs["checkpoint_id"]})
         if fun == "state.show_top":
-            return join.Call({} if minion in self.untopped else {"base": ["eos.roles"]})
+            return master.Answer({} if minion in self.untopped else {"base": ["eos.roles"]})
         if fun in ("state.highstate", "state.apply"):
             failed = minion in self.failing_state
             chunk = {"__id__": "eos_role_file", "result": not failed, "__run_num__": 0,
                      "comment": "Permission denied" if failed else "ok"}  # fmt: skip
-            return join.Call({"file_|-eos_role_file": chunk}, 2 if failed else 0)
+            return master.Answer({"file_|-eos_role_file": chunk}, 2 if failed else 0)
         if fun == "saltutil.refresh_pillar":
-            return join.Call(True)
+            return master.Answer(True)
         raise AssertionError(f"unexpected call {fun}")
 
     def record_registration(self, minion):
@@ -331,15 +332,17 @@ def test_unknown_nodes_and_bad_settings_are_named(reg, flow):
 
 def test_state_problems_reads_salt_state_returns():
     assert join.state_problems(None) == ["no answer"]
-    assert join.state_problems(join.Call(["Rendering SLS failed"], 1)) == ["Rendering SLS failed"]
+    assert join.state_problems(master.Answer(["Rendering SLS failed"], 1)) == [
+        "Rendering SLS failed"
+    ]
     ok = {"a": {"__id__": "a", "result": True, "comment": "", "__run_num__": 0}}
-    assert join.state_problems(join.Call(ok)) == []
-    assert join.state_problems(join.Call(ok, 1)) == ["retcode 1"]
+    assert join.state_problems(master.Answer(ok)) == []
+    assert join.state_problems(master.Answer(ok, 1)) == ["retcode 1"]
     bad = {
         "b": {"__id__": "second", "result": False, "comment": "no", "__run_num__": 2},
         "c": {"__id__": "first", "result": False, "comment": "boom", "__run_num__": 1},
     }
-    assert join.state_problems(join.Call(bad, 2)) == ["first: boom", "second: no"]
+    assert join.state_problems(master.Answer(bad, 2)) == ["first: boom", "second: no"]
 
 
 def test_edges_are_configured_again_after_a_new_core_node(reg, fleet, flow):
@@ -410,10 +413,10 @@ def test_a_failing_role_state_without_a_top_file_fails_the_join(reg, fleet, flow
     ("answer", "targeted"),
     [
         (None, True),  # no answer: highstate runs and reports it
-        (join.Call(["Rendering SLS 'top' failed"]), True),
-        (join.Call({}), False),
-        (join.Call({"base": []}), False),
-        (join.Call({"base": ["eos.roles"]}), True),
+        (master.Answer(["Rendering SLS 'top' failed"]), True),
+        (master.Answer({}), False),
+        (master.Answer({"base": []}), False),
+        (master.Answer({"base": ["eos.roles"]}), True),
     ],
 )
 def test_targeted_by_top(answer, targeted):

@@ -7,9 +7,12 @@ import pytest
 
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
+from saltext.eos.utils import errors
+from saltext.eos.utils import master
 from saltext.eos.utils.datasets import rebalance
 from saltext.eos.utils.datasets import transfer
 from saltext.eos.utils.storage import thresholds
+from tests.support.datasets import report
 from tests.support.memory_cache import MemoryCache
 
 
@@ -112,18 +115,6 @@ def test_sizes_usage_commit_and_cleanup_on_a_dataset_root(tmp_path):
 
 def declared(*names):
     return {name: datasets.Declaration(name, "data", name) for name in names}
-
-
-def report(sizes, capacity=1000, used=None, host="h"):
-    return {
-        "root": "/srv/eos/datasets",
-        "host": host,
-        "capacity_bytes": capacity,
-        "used_bytes": sum(sizes.values()) if used is None else used,
-        "cleanup_percent": 90,
-        "thresholds": thresholds.profile("single"),
-        "datasets": sizes,
-    }
 
 
 def test_reports_place_new_datasets_and_never_trust_a_second_copy():
@@ -370,16 +361,32 @@ def test_waves_keep_order_and_never_share_a_node():
     assert datasets.waves(moves, 4) == [moves[:2], moves[2:]]
 
 
-# --- the runner: arguments, refusals ----------------------------------------------------------
+# --- a rebalance on the master: arguments, refusals, the lease, the reaction -------------------
+
+
+class Minions:
+    """
+    The ``call`` a Rebalance gets: minions that answer ``eos_dataset.sizes`` with the reports
+    in ``sizes`` (a node not in it does not answer) and record who was asked.
+    """
+
+    def __init__(self):
+        self.sizes = {}
+        self.asked = []
+
+    def __call__(self, targets, fun, args=(), kwargs=None, timeout=None):
+        self.asked.extend((node, fun) for node in targets)
+        if fun != "eos_dataset.sizes":
+            return {}
+        return {node: master.Answer(self.sizes[node]) for node in targets if node in self.sizes}
 
 
 @pytest.fixture
-def runner(monkeypatch):
+def fleet_master():
     """
-    The eos_storage runner over an in-memory registry and store, with stored reports (the
-    nodes are never asked): n1 holds datasets a and b, n2 is empty, w1 is a web node.
+    Rebalances over an in-memory registry and store with stored reports, whose nodes do not
+    answer unless told to: n1 holds datasets a and b, n2 is empty, w1 is a web node.
     """
-    from saltext.eos.runners import eos_storage
     from saltext.eos.utils.cluster import registry
 
     cache = MemoryCache()
@@ -396,20 +403,25 @@ def runner(monkeypatch):
     store.place("a", "n1", 300)
     store.place("b", "n1", 300)
     fixture = SimpleNamespace(
-        run=eos_storage.rebalance, declared={"a": {}, "b": {}}, context={}, registry=reg
+        declared={"a": {}, "b": {}},
+        settings=dict(datasets.REBALANCE_DEFAULTS),
+        registry=reg,
+        minions=Minions(),
+        fired=[],
     )
 
-    def context():
-        return {
-            "settings": datasets.REBALANCE_DEFAULTS,
-            "declared": datasets.declarations(layers(datasets=fixture.declared)),
-            "registry": reg,
-            "store": store,
-        }
+    def rebalancer():
+        return datasets.Rebalance(
+            registry=reg,
+            store=store,
+            settings=fixture.settings,
+            declared=datasets.declarations(layers(datasets=fixture.declared)),
+            call=fixture.minions,
+            fire=lambda tag, data: fixture.fired.append((tag, data)),
+        )
 
-    monkeypatch.setattr(eos_storage, "_context", context)
-    monkeypatch.setattr(eos_storage, "_refresh", lambda _: {"conflicts": [], "unreported": []})
-    monkeypatch.setattr(eos_storage, "__context__", fixture.context, raising=False)
+    fixture.run = lambda **arguments: rebalancer().run(**arguments)
+    fixture.react = lambda node, level=None: rebalancer().react(node, level)
     return fixture
 
 
@@ -428,131 +440,121 @@ def journal_of(fixture):
         ({"exclude_datasets": ["zz"]}, "exclude_datasets: unknown dataset 'zz'"),
     ],
 )
-def test_bad_arguments_are_refused_before_anything_moves(runner, arguments, message):
-    from salt.exceptions import SaltInvocationError
-
-    with pytest.raises(SaltInvocationError) as err:
-        runner.run(**{"dry_run": False, **arguments})
+def test_bad_arguments_are_refused_before_anything_moves(fleet_master, arguments, message):
+    with pytest.raises(errors.InvalidInput) as err:
+        fleet_master.run(**{"dry_run": False, **arguments})
     assert message in str(err.value)
-    assert journal_of(runner) == {}
+    assert journal_of(fleet_master) == {}
+    assert fleet_master.minions.asked == [], "no node was asked anything"
 
 
-def test_a_dataset_pinned_to_a_node_of_another_role_is_a_configuration_error(runner):
-    from salt.exceptions import CommandExecutionError
-
-    runner.declared = {"a": {"pin": "w1"}, "b": {}}
-    with pytest.raises(CommandExecutionError, match="w1"):
-        runner.run(dry_run=False)
-    assert journal_of(runner) == {}
+def test_a_dataset_pinned_to_a_node_of_another_role_is_a_configuration_error(fleet_master):
+    fleet_master.declared = {"a": {"pin": "w1"}, "b": {}}
+    with pytest.raises(errors.InvalidConfig, match="w1"):
+        fleet_master.run(dry_run=False)
+    assert journal_of(fleet_master) == {}
 
 
-def test_a_dry_run_plans_and_a_failed_data_node_blocks_execution(runner):
-    plan = runner.run()
+def test_a_dry_run_plans_and_a_failed_data_node_blocks_execution(fleet_master):
+    plan = fleet_master.run()
     assert [(move["from"], move["to"]) for move in plan["moves"]] == [("n1", "n2")]
     assert plan["blocked"] == []
-    assert "retcode" not in runner.context
-    runner.registry.set_status("n2", "failed", "test")
-    refused = runner.run(dry_run=False)
+    assert "retcode" not in plan, "a plan is not a run"
+    assert plan["unreported"] == ["n1", "n2", "w1"], "nobody answered: the stored reports count"
+    fleet_master.registry.set_status("n2", "failed", "test")
+    refused = fleet_master.run(dry_run=False)
     assert refused["blocked"] == ["node n2 is failed"]
     assert refused["moved"] == [] and refused["failed"] == []
-    assert runner.context["retcode"] == refused["retcode"] == 1
-    assert journal_of(runner) == {}
+    assert refused["retcode"] == 1
+    assert journal_of(fleet_master) == {}
 
 
-def test_a_second_execution_while_one_holds_the_lease_moves_nothing(runner):
-    from saltext.eos.runners import eos_storage
+def test_a_second_execution_while_one_holds_the_lease_moves_nothing(fleet_master):
     from saltext.eos.utils.cluster import lease as leases
     from saltext.eos.utils.cluster import registry
 
     held = leases.Lease(
-        runner.registry.cache, runner.registry.lock, registry.CLUSTER_BANK,
+        fleet_master.registry.cache, fleet_master.registry.lock, registry.CLUSTER_BANK,
         datasets.REBALANCE_LEASE_KEY, "rebalance", 60,
     )  # fmt: skip
     held.take("rebalance-other")
 
-    refused = eos_storage.rebalance(dry_run=False)
+    refused = fleet_master.run(dry_run=False)
 
     assert refused["moved"] == [] and refused["recovered"] == []
     assert "run rebalance-other holds the rebalance lease" in refused["blocked"][0]
-    assert runner.context["retcode"] == 1
-    assert journal_of(runner) == {}
+    assert refused["retcode"] == 1
+    assert journal_of(fleet_master) == {}
     held.release("rebalance-other")
-    assert eos_storage.rebalance(dry_run=True)["moves"], "a plan is still made"
+    assert fleet_master.run(dry_run=True)["moves"], "a plan is still made"
 
 
-def test_an_execution_releases_its_lease(runner):
+def test_an_execution_releases_its_lease(fleet_master):
     from saltext.eos.utils.cluster import registry
 
-    runner.registry.set_status("n2", "failed", "test")  # blocked: nothing to move
-    runner.run(dry_run=False)
+    fleet_master.registry.set_status("n2", "failed", "test")  # blocked: nothing to move
+    fleet_master.run(dry_run=False)
 
-    assert runner.registry.cache.fetch(registry.CLUSTER_BANK, datasets.REBALANCE_LEASE_KEY) == {}
-
-
-def node_answers(monkeypatch, used):
-    """The node's own answer when the reaction asks it: a report at ``used`` of 1000 bytes."""
-    from saltext.eos.runners import eos_storage
-
-    asked = []
-
-    def ask(context, members):
-        asked.extend(members)
-        return {node: report({"a": 300, "b": 300}, used=used) for node in members}, []
-
-    monkeypatch.setattr(eos_storage, "_ask_reports", ask)
-    return asked
+    cache = fleet_master.registry.cache
+    assert cache.fetch(registry.CLUSTER_BANK, datasets.REBALANCE_LEASE_KEY) == {}
 
 
-def test_the_reaction_plans_only_for_data_nodes_from_the_cleanup_level(runner, monkeypatch):
-    from saltext.eos.runners import eos_storage
+def node_answers(fleet_master, used):
+    """n1 answers for itself, a report at ``used`` of 1000 bytes; the others stay silent."""
+    fleet_master.minions.sizes = {"n1": report({"a": 300, "b": 300}, used=used)}
+    return fleet_master.minions.asked
 
-    asked = node_answers(monkeypatch, used=760)  # 76 %: cleanup on the single profile
-    assert "nothing to balance" in eos_storage.react("n1", level="warning")["comment"]
-    assert eos_storage.react("w1", level="cleanup")["comment"] == "w1 is not a data node"
+
+def test_the_reaction_plans_only_for_data_nodes_from_the_cleanup_level(fleet_master):
+    asked = node_answers(fleet_master, used=760)  # 76 %: cleanup on the single profile
+    assert "nothing to balance" in fleet_master.react("n1", level="warning")["comment"]
+    assert fleet_master.react("w1", level="cleanup")["comment"] == "w1 is not a data node"
     assert asked == [], "neither needed to ask the node"
-    reaction = eos_storage.react("n1", level="cleanup")
-    assert asked == ["n1"]
+    reaction = fleet_master.react("n1", level="cleanup")
+    assert asked[0] == ("n1", "eos_dataset.sizes"), "the node itself is asked first"
     assert reaction["measured_level"] == "cleanup"
     assert reaction["dry_run"] is True, "eos:rebalance:auto is false by default"
     assert len(reaction["moves"]) == 1
-    assert journal_of(runner) == {}
+    assert journal_of(fleet_master) == {}
 
 
-def test_a_forged_level_counts_for_nothing_the_node_measures_its_own(runner, monkeypatch):
-    from saltext.eos.runners import eos_storage
+def test_a_forged_level_counts_for_nothing_the_node_measures_its_own(fleet_master):
+    node_answers(fleet_master, used=600)  # 60 %: warning
 
-    node_answers(monkeypatch, used=600)  # 60 %: warning
-
-    reaction = eos_storage.react("n1", level="emergency")
+    reaction = fleet_master.react("n1", level="emergency")
 
     assert reaction["measured_level"] == "warning"
     assert "nothing to balance" in reaction["comment"]
     assert "moves" not in reaction
 
 
-def test_above_automatic_up_to_the_reaction_only_plans_even_with_auto(runner, monkeypatch):
-    from saltext.eos.runners import eos_storage
+def test_the_reaction_accepts_degrade_for_degraded(fleet_master):
+    node_answers(fleet_master, used=760)
+    assert fleet_master.react("n1", level="degrade")["level"] == "degraded"
 
-    settings = {**datasets.REBALANCE_DEFAULTS, "auto": True}
-    real_context = eos_storage._context
-    monkeypatch.setattr(eos_storage, "_context", lambda: {**real_context(), "settings": settings})
-    node_answers(monkeypatch, used=950)  # critical, above the single scale's emergency
 
-    reaction = eos_storage.react("n1", level="critical")
+def test_a_node_that_does_not_answer_is_not_rebalanced_for(fleet_master):
+    reaction = fleet_master.react("n1", level="cleanup")
+    assert reaction["comment"] == "n1 did not report its usage"
+    assert journal_of(fleet_master) == {}
+
+
+def test_above_automatic_up_to_the_reaction_only_plans_even_with_auto(fleet_master):
+    fleet_master.settings["auto"] = True
+    node_answers(fleet_master, used=950)  # critical, above the single scale's emergency
+
+    reaction = fleet_master.react("n1", level="critical")
 
     assert reaction["automatic_up_to"] == "emergency"
     assert reaction["dry_run"] is True
-    assert journal_of(runner) == {}
+    assert journal_of(fleet_master) == {}
 
 
 @pytest.mark.parametrize("node", ["*", "data-*", "n1,n2", "n[12]"])
-def test_the_reaction_refuses_a_node_id_with_targeting_characters(runner, node):
-    from salt.exceptions import SaltInvocationError
-
-    from saltext.eos.runners import eos_storage
-
-    with pytest.raises(SaltInvocationError):
-        eos_storage.react(node, level="cleanup")
+def test_the_reaction_refuses_a_node_id_with_targeting_characters(fleet_master, node):
+    with pytest.raises(errors.InvalidInput):
+        fleet_master.react(node, level="cleanup")
+    assert fleet_master.minions.asked == []
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ from dataclasses import field
 
 from saltext.eos.utils import config
 from saltext.eos.utils import errors
+from saltext.eos.utils import master
 from saltext.eos.utils.cluster import placement
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import roles as role_rules
@@ -115,19 +116,11 @@ def settings(layers):
 
 
 @dataclass
-class Call:
-    """What one minion answered: its return and whether Salt counted it a success."""
-
-    ret: object
-    retcode: int = 0
-
-
-@dataclass
 class Join:
     """The Salt side of a join: the registry, minion calls, events and the clock."""
 
     registry: registry.Registry
-    call: object  # call(targets, fun, args=(), kwargs=None, timeout=None) -> {id: Call}
+    call: object  # call(targets, fun, args=(), kwargs=None, timeout=None) -> {id: master.Answer}
     fire: object  # fire(tag, data)
     layers: config.Layers
     settings: Settings
@@ -606,7 +599,7 @@ def _run_order(chunk):
 
 
 def _short(value, limit=300):
-    if isinstance(value, Call):
+    if isinstance(value, master.Answer):
         value = value.ret
     text = "no answer" if value is None else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

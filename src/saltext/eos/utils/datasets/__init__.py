@@ -47,6 +47,7 @@ points at it; any failure before it leaves exactly that, plus a partial copy tha
 cleans up.
 """
 
+from .execution import Rebalance
 from .local import STAGING_DIR
 from .local import clean_partial
 from .local import commit_staging
@@ -64,6 +65,7 @@ from .moves import PULLING
 from .moves import REBALANCE_LEASE_KEY
 from .moves import SWITCHED
 from .moves import MoveFailed
+from .moves import MoveSteps
 from .moves import execute_move
 from .moves import recover
 from .moves import waves
@@ -83,7 +85,6 @@ from .store import JOINING_STATUSES
 from .store import JOURNAL_BANK
 from .store import PLACEMENTS_BANK
 from .store import REPORTS_BANK
-from .store import MoveSteps
 from .store import Store
 from .store import blockers
 from .store import check_report
@@ -113,6 +114,7 @@ __all__ = [
     "InvalidDatasets",
     "MoveFailed",
     "MoveSteps",
+    "Rebalance",
     "Store",
     "blockers",
     "check_name",

@@ -1,5 +1,8 @@
 """Moving a dataset: journalled steps, recovery after a crash, and waves of moves."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from saltext.eos.utils import errors
 from saltext.eos.utils.datasets import transfer
 
@@ -12,6 +15,32 @@ REBALANCE_LEASE_KEY = "rebalance_lease"  # in the registry's cluster bank
 
 class MoveFailed(errors.OperationFailed):
     """A move stopped before the switch: the source is intact and still the placement."""
+
+
+@dataclass(frozen=True)
+class MoveSteps:
+    """
+    What a move needs from Salt, each a callable returning plain data or raising MoveFailed:
+
+    - ``pull(move)``: copy the source into staging on the destination;
+    - ``manifest(node, name, staged)``: the transfer.manifest of the dataset on ``node``
+      (its staging copy when ``staged``);
+    - ``commit(move)``: rename staging into place on the destination;
+    - ``remove(node, name)``: delete the dataset's directory on ``node``;
+    - ``clean_partial(node, name, committed)``: delete staging (and, when ``committed``, the
+      uncommitted final copy) on ``node``;
+    - ``announce(result)``: fire the moved event;
+    - ``still_leased()``: raise MoveFailed when this run no longer holds the rebalance lease;
+      called before every step that changes something.
+    """
+
+    pull: Callable
+    manifest: Callable
+    commit: Callable
+    remove: Callable
+    clean_partial: Callable
+    announce: Callable
+    still_leased: Callable = lambda: None
 
 
 def execute_move(store, move, steps, run=None):

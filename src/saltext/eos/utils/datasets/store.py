@@ -2,9 +2,7 @@
 
 import os
 import time
-from collections.abc import Callable
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from saltext.eos.utils import config
 from saltext.eos.utils import formatting
@@ -281,32 +279,6 @@ def blockers(records, roles):
         elif status in JOINING_STATUSES:
             found.append(f"node {record['id']} is joining ({status})")
     return found
-
-
-@dataclass(frozen=True)
-class MoveSteps:
-    """
-    What a move needs from Salt, each a callable returning plain data or raising MoveFailed:
-
-    - ``pull(move)``: copy the source into staging on the destination;
-    - ``manifest(node, name, staged)``: the transfer.manifest of the dataset on ``node``
-      (its staging copy when ``staged``);
-    - ``commit(move)``: rename staging into place on the destination;
-    - ``remove(node, name)``: delete the dataset's directory on ``node``;
-    - ``clean_partial(node, name, committed)``: delete staging (and, when ``committed``, the
-      uncommitted final copy) on ``node``;
-    - ``announce(result)``: fire the moved event;
-    - ``still_leased()``: raise MoveFailed when this run no longer holds the rebalance lease;
-      called before every step that changes something.
-    """
-
-    pull: Callable
-    manifest: Callable
-    commit: Callable
-    remove: Callable
-    clean_partial: Callable
-    announce: Callable
-    still_leased: Callable = lambda: None
 
 
 def report_level(report):

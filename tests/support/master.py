@@ -1,0 +1,84 @@
+"""
+Stand-ins for what a runner reaches outside Python on the master: the event bus and the
+LocalClient that publishes jobs to minions. ``salt_world`` puts them (and a Salt cache) in
+place of Salt's own for the length of a test.
+"""
+
+import contextlib
+import copy
+from unittest.mock import patch
+
+import salt.cache
+import salt.client
+import salt.utils.event
+
+
+class Bus:
+    """The master's event bus: every event fired on it, in order."""
+
+    def __init__(self):
+        self.fired = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def fire_event(self, data, tag, timeout=1000):
+        self.fired.append((tag, copy.deepcopy(data)))
+        return True
+
+    def destroy(self):
+        pass
+
+    def tags(self):
+        return [tag for tag, _ in self.fired]
+
+    def data(self, tag):
+        return [data for fired, data in self.fired if fired == tag]
+
+    def node_events(self):
+        return [(tag, data) for tag, data in self.fired if tag.startswith("eos/cluster/node/")]
+
+    def node_tags(self):
+        return [tag for tag, _ in self.node_events()]
+
+
+class SilentClient:
+    """Salt's LocalClient: the jobs published to minions, none of which answer."""
+
+    def __init__(self):
+        self.published = []
+
+    def __call__(self, *args, **kwargs):  # salt.client.get_local_client(...)
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def destroy(self):
+        pass
+
+    def cmd_async(self, tgt, fun, arg=(), tgt_type="glob", **kwargs):
+        self.published.append((tgt, fun))
+        return "20250101000000000000"
+
+    def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", **kwargs):
+        self.published.append((tgt, fun))
+        return {}
+
+
+@contextlib.contextmanager
+def salt_world(cache, bus, client):
+    """Salt's cache backend, event bus and LocalClient: ``cache``, ``bus`` and ``client``."""
+    with (
+        patch.object(salt.cache, "factory", lambda opts, **kwargs: cache),
+        patch.object(salt.utils.event, "get_master_event", lambda *args, **kwargs: bus),
+        patch.object(salt.utils.event, "get_event", lambda *args, **kwargs: bus),
+        patch.object(salt.client, "get_local_client", client),
+    ):
+        yield
