@@ -284,31 +284,20 @@ def bootstrap(
     True`` and no plan when the node was bootstrapped this way before (nothing is done).
     """
     with errors.salt_errors():
-        options = bootstrapping.settings(_layers())
-        if timeout is not None:
-            options = dataclasses.replace(
-                options, timeout=bootstrapping.positive(timeout, "timeout")
-            )
-        req = bootstrapping.request(
+        ready = bootstrapping.prepare(
+            _layers(),
+            __opts__,
             mode,
-            master,
-            port,
-            publish_port,
-            cluster,
-            minion_id,
-            master_finger,
-            __opts__.get("hash_type") or bootstrapping.DEFAULT_HASH_TYPE,
+            master_config_dir=master_config_dir,
+            timeout=timeout,
+            master=master,
+            port=port,
+            publish_port=publish_port,
+            cluster=cluster,
+            minion_id=minion_id,
+            master_finger=master_finger,
         )
-        node = bootstrapping.node_id(req, __opts__["id"])
-    if req.cluster is None and options.cluster is not None:
-        req = dataclasses.replace(req, cluster=options.cluster)
-    if mode == "single":
-        req = dataclasses.replace(req, master=req.master or bootstrapping.SINGLE_MASTER)
-    where = bootstrapping.paths(
-        __opts__["conf_file"],
-        __opts__.get("default_include") or "minion.d/*.conf",
-        master_config_dir or options.master_config_dir,
-    )
+    options, req, node, where = ready.settings, ready.req, ready.minion_id, ready.paths
     summary = {
         "mode": mode,
         "minion_id": node,
@@ -342,20 +331,9 @@ def bootstrap(
 
     if bootstrapping.already_done(req, current[where.minion_drop_in]):
         return _already(summary, req, where, current)
-    with errors.salt_errors(failure_errors=(bootstrapping.InvalidRequest,)):
-        join_state = None
-        if mode == "single" and not bootstrapping.site_join_state(where):
-            join_state = bootstrapping.JOIN_STATE
-        hidden = bootstrapping.hidden_master_keys(where, join_state) if mode == "single" else []
-        startup = options.startup_state and not bootstrapping.site_startup_states(where)
-    if hidden:
-        raise CommandExecutionError(
-            f"{where.master_conf} sets {', '.join(hidden)}: Salt lays {where.master_drop_in} "
-            "over the main file key by key, so those settings would be hidden. Move them into "
-            f"a drop-in of their own (e.g. {os.path.join(where.master_dir, 'site.conf')}; Salt "
-            "merges drop-ins list by list and mapping by mapping) and run again; nothing was "
-            "changed"
-        )
+    with errors.salt_errors():
+        site = bootstrapping.layout(dataclasses.replace(ready, req=req))
+    join_state, startup = site.join_state, site.startup_state
     steps = bootstrapping.plan(req, node, where, options, current, join_state, startup)
     if not wait:
         steps = [step for step in steps if step.name not in ("wait", "startup_state")]

@@ -6,6 +6,7 @@ rollback leaves behind, not the calls it made.
 """
 
 import logging
+import os
 import pathlib
 import re
 import types
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import config
+from saltext.eos.utils import errors
 from saltext.eos.utils.cluster import bootstrap
 from saltext.eos.utils.cluster import checkpoint
 from tests.support import readme
@@ -813,3 +815,53 @@ def test_a_master_key_cached_before_the_bootstrap_is_kept(tree, clock, services,
     assert done["failed_step"] == "restart_minion"
     assert "master_key" not in done["rollback"]
     assert cache.read_text() == "the old master's key"
+
+
+# --- the request checked whole -----------------------------------------------------------------
+
+
+def minion_opts(tmp_path):
+    return {"id": "node-1", "conf_file": str(tmp_path / "minion")}
+
+
+def test_prepare_names_the_argument_at_fault_before_anything_is_read(tmp_path):
+    with pytest.raises(bootstrap.InvalidRequest, match="mode join needs master="):
+        bootstrap.prepare(config.Layers([]), minion_opts(tmp_path), "join")
+    with pytest.raises(bootstrap.InvalidRequest, match="timeout"):
+        bootstrap.prepare(config.Layers([]), minion_opts(tmp_path), "single", timeout=0)
+
+
+def test_prepare_gives_single_mode_the_local_master_and_the_configured_cluster(tmp_path):
+    layers = config.Layers([("minion config", {"bootstrap": {"cluster": "prod"}})])
+    ready = bootstrap.prepare(layers, minion_opts(tmp_path), "single")
+    assert (ready.req.master, ready.req.cluster, ready.minion_id) == (
+        bootstrap.SINGLE_MASTER,
+        "prod",
+        "node-1",
+    )
+    assert ready.paths.minion_conf == str(tmp_path / "minion")
+
+
+def test_a_master_key_the_drop_in_would_hide_is_a_site_config_conflict(tmp_path):
+    opts = minion_opts(tmp_path)
+    ready = bootstrap.prepare(
+        config.Layers([]), opts, "single", master_config_dir=str(tmp_path / "m.d")
+    )
+    pathlib.Path(ready.paths.master_conf).write_text("reactor: []\n")
+    with pytest.raises(bootstrap.SiteConfigConflict, match="sets reactor") as err:
+        bootstrap.layout(ready)
+    # A configuration problem, not a bad argument: Salt reports it as a CommandExecutionError.
+    assert isinstance(err.value, errors.InvalidConfig)
+    assert not os.path.exists(ready.paths.master_drop_in)
+
+
+def test_the_layout_leaves_a_join_state_the_site_sets_alone(tmp_path):
+    ready = bootstrap.prepare(
+        config.Layers([]), minion_opts(tmp_path), "single", master_config_dir=str(tmp_path / "m.d")
+    )
+    site = pathlib.Path(ready.paths.master_dir) / "site.conf"
+    site.parent.mkdir()
+    site.write_text("eos: {join: {state: site.join}}\n")
+    assert bootstrap.layout(ready).join_state is None
+    site.unlink()
+    assert bootstrap.layout(ready).join_state == bootstrap.JOIN_STATE

@@ -38,6 +38,11 @@ The Salt side comes in as plain callables (``World``), so every decision here is
 without Salt.
 """
 
+from .checks import Layout
+from .checks import Prepared
+from .checks import SiteConfigConflict
+from .checks import layout
+from .checks import prepare
 from .discovery import DISCOVERY_DEFAULTS
 from .discovery import candidates
 from .discovery import choose
@@ -134,9 +139,12 @@ __all__ = [
     "Bootstrap",
     "BootstrapError",
     "InvalidRequest",
+    "Layout",
     "Paths",
+    "Prepared",
     "Request",
     "Settings",
+    "SiteConfigConflict",
     "Step",
     "StepFailed",
     "World",
@@ -152,6 +160,7 @@ __all__ = [
     "dump",
     "failed_checks",
     "hidden_master_keys",
+    "layout",
     "load_yaml_files",
     "master_key_refusal",
     "master_settings",
@@ -163,6 +172,7 @@ __all__ = [
     "pinned",
     "plan",
     "positive",
+    "prepare",
     "read_text",
     "recorded",
     "render_master",
