@@ -488,14 +488,6 @@ def test_a_failed_configuration_is_rolled_back_everywhere_it_ran(cache, bus, fle
     assert eos_join.status() == {"lease": None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finish does not record its own failure: the join record keeps step 'configure' "
-        "(already done) and error None, and rollback reports failed_step 'configure' with "
-        "'step configure did not complete' instead of the error finish raised"
-    ),
-)
 @pytest.mark.parametrize("operator", ["reject", "remove"])
 def test_a_failed_finish_is_what_the_join_record_and_the_rollback_report(cache, fleet, operator):
     join("n1", "run-1", token=accepted(cache, "n1"))

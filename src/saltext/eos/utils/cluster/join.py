@@ -442,19 +442,26 @@ class Join:
 
     def finish(self, node_id, run):
         """Mark the node active and release the lease."""
+        roles = self._step(node_id, run, "finish", lambda joined: self._activate(node_id))
         joined = self._own(node_id, run)
+        joined.update(status="active", finished_at=self.clock())
+        self._save(joined)
+        self._release(run)
+        return {"node": node_id, "status": "active", "roles": roles}
+
+    def _activate(self, node_id):
         roles = (self.registry.get(node_id) or {}).get("roles") or []
-        self.registry.set_status(node_id, "active", f"joined with roles {roles or 'none'}")
+        try:
+            self.registry.set_status(node_id, "active", f"joined with roles {roles or 'none'}")
+        except (registry.UnknownNode, registry.InvalidTransition) as err:
+            # An operator rejected or removed the node while it joined: the join failed here.
+            raise JoinFailed(f"{node_id} cannot become active: {err}") from err
         self.cache.store(
             registry.CLUSTER_BANK,
             CONFIGURED_SCALE_KEY,
             {"scale": self.registry.summary()["scale"], "by": node_id},
         )
-        joined.update(status="active", step="finish", finished_at=self.clock())
-        joined["done"].append("finish")
-        self._save(joined)
-        self._release(run)
-        return {"node": node_id, "status": "active", "roles": roles}
+        return roles
 
     def rollback(self, node_id, run):
         """
