@@ -7,7 +7,6 @@ import yaml
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import api
-from saltext.eos.utils import config
 from saltext.eos.utils import configdoc
 from saltext.eos.utils import datasets
 from saltext.eos.utils.cluster import bootstrap
@@ -21,6 +20,7 @@ from saltext.eos.utils.storage import cleanup
 from saltext.eos.utils.storage import fsadvice
 from saltext.eos.utils.storage import thresholds
 from saltext.eos.utils.storage import watch
+from tests.support import layers as support_layers
 
 DOCS = PACKAGE_ROOT.parents[2] / "docs"
 PAGE = DOCS / "configuration.md"
@@ -71,8 +71,7 @@ def headings(path):
     return anchors
 
 
-def layers(**eos):
-    return config.Layers([("master config", eos)])
+layers = support_layers.master
 
 
 @pytest.fixture(scope="module")

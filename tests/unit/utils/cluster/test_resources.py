@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from saltext.eos.utils import config
 from saltext.eos.utils.cluster import resources
+from tests.support import layers as support_layers
 
 Partition = collections.namedtuple("Partition", "device mountpoint fstype opts")
 Usage = collections.namedtuple("Usage", "total used free percent")
@@ -191,7 +191,7 @@ def test_network_in_a_container_shows_its_virtual_link(fake):
 
 
 def layers(node=None):
-    return config.Layers([("minion config", {"node": node} if node is not None else {})])
+    return support_layers.minion({"node": node} if node is not None else {})
 
 
 def test_failure_domain_from_config_before_grains():

@@ -5,19 +5,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from saltext.eos.utils import config
 from saltext.eos.utils import datasets
 from saltext.eos.utils import errors
 from saltext.eos.utils import master
 from saltext.eos.utils.datasets import rebalance
 from saltext.eos.utils.datasets import transfer
 from saltext.eos.utils.storage import thresholds
+from tests.support import layers as support_layers
 from tests.support.datasets import report
 from tests.support.memory_cache import MemoryCache
 
-
-def layers(**eos):
-    return config.Layers([("master config", eos)])
+layers = support_layers.master
 
 
 # --- declarations and settings ------------------------------------------------------------------

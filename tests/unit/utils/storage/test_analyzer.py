@@ -7,13 +7,14 @@ import pytest
 
 from saltext.eos.utils import config
 from saltext.eos.utils.storage import analyzer
+from tests.support import layers as support_layers
 
 BLOCK = 4096
 BLOCKS = 1_000_000  # ~3.8 GiB
 
 
 def layers(**eos):
-    return config.Layers([("minion config", eos), ("pillar", {})])
+    return support_layers.minion(eos)
 
 
 def statvfs_at(used_blocks):

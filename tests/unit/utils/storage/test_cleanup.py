@@ -23,6 +23,7 @@ from saltext.eos.utils.storage import openfiles
 from saltext.eos.utils.storage import protected
 from saltext.eos.utils.storage import thresholds
 from saltext.eos.utils.storage import walk
+from tests.support import layers as support_layers
 from tests.support.protected_data import EXAMPLES
 from tests.support.protected_data import LOOKALIKES
 
@@ -214,7 +215,7 @@ def test_a_margin_that_leaves_no_target_is_a_configuration_error():
 
 
 def layers(**conf):
-    return config.Layers([("minion config", {"cleanup": conf})])
+    return support_layers.minion({"cleanup": conf})
 
 
 def test_defaults_come_from_the_one_table():

@@ -1,11 +1,11 @@
 import pytest
 
-from saltext.eos.utils import config
 from saltext.eos.utils.storage import thresholds
+from tests.support import layers as support_layers
 
 
 def layers(minion=None, pillar=None):
-    return config.Layers([("minion config", minion or {}), ("pillar", pillar or {})])
+    return support_layers.minion(minion, pillar)
 
 
 def values(limits):
