@@ -24,10 +24,7 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_cluster
 from saltext.eos.utils.cluster import registry
-from tests.support.master import Bus
-from tests.support.master import SilentClient as LocalClient
 from tests.support.master import salt_world
-from tests.support.memory_cache import MemoryCache
 
 GIB = 1024**3
 NODE_EVENT = "eos/cluster/node/{id}/{status}"
@@ -76,21 +73,6 @@ def stranger_keypair():
 
 
 @pytest.fixture
-def cache():
-    return MemoryCache()
-
-
-@pytest.fixture
-def bus():
-    return Bus()
-
-
-@pytest.fixture
-def client():
-    return LocalClient()
-
-
-@pytest.fixture
 def opts(tmp_path):
     master = copy.deepcopy(salt.config.DEFAULT_MASTER_OPTS)
     master.update(
@@ -106,11 +88,6 @@ def opts(tmp_path):
     for directory in (*KEY_DIRS.values(), "minions_denied"):
         (tmp_path / "pki" / directory).mkdir(parents=True)
     return master
-
-
-@pytest.fixture
-def context():
-    return {}
 
 
 @pytest.fixture

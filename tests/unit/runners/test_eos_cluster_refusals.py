@@ -27,11 +27,6 @@ def opts(tmp_path):
 
 
 @pytest.fixture
-def context():
-    return {}
-
-
-@pytest.fixture
 def configure_loader_modules(opts, context):
     return {eos_cluster: {"__opts__": opts, "__context__": context}}
 

@@ -17,9 +17,8 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_join
 from saltext.eos.utils.cluster import registry
-from tests.support.master import Bus
+from tests.support.master import SilentClient
 from tests.support.master import salt_world
-from tests.support.memory_cache import MemoryCache
 
 GIB = 1024**3
 STEPS = ("start", "health", "checkpoint", "assign", "configure", "finish")
@@ -44,7 +43,7 @@ RESOURCES = {
 # --- the outside world --------------------------------------------------------------------
 
 
-class Fleet:
+class Fleet(SilentClient):
     """
     Salt's LocalClient over EOS minions. ``silent`` {function: minions} do not answer that
     function; ``unhealthy`` minions fail a critical health check; ``failing_state`` minions
@@ -52,6 +51,7 @@ class Fleet:
     """
 
     def __init__(self, opts, cache):
+        super().__init__()
         self.reg = registry.open_registry(opts, cache=cache)
         self.silent = {}
         self.unhealthy = set()
@@ -60,18 +60,6 @@ class Fleet:
         self.checkpoints = {}
         self.rolled_back = []
         self.sent_at_ms = 0
-
-    def __call__(self, *args, **kwargs):  # salt.client.get_local_client(...)
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def destroy(self):
-        pass
 
     def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", full_return=False, kwarg=None,
             **kwargs):  # fmt: skip
@@ -150,16 +138,6 @@ class Fleet:
 
     def jobs(self, minion):
         return [fun for asked, fun, _, _ in self.calls if asked == minion]
-
-
-@pytest.fixture
-def cache():
-    return MemoryCache()
-
-
-@pytest.fixture
-def bus():
-    return Bus()
 
 
 @pytest.fixture

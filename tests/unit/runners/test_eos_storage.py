@@ -13,19 +13,7 @@ from saltext.eos.utils import datasets
 from saltext.eos.utils.cluster import registry
 from tests.support.datasets import report
 from tests.support.master import Bus
-from tests.support.master import SilentClient
 from tests.support.master import salt_world
-from tests.support.memory_cache import MemoryCache
-
-
-@pytest.fixture
-def cache():
-    return MemoryCache()
-
-
-@pytest.fixture
-def client():
-    return SilentClient()
 
 
 @pytest.fixture
@@ -38,11 +26,6 @@ def opts(tmp_path):
         "conf_file": str(tmp_path / "master"),
         "eos": {"datasets": {"a": {}, "b": {}, "pinned": {"pin": "w1"}}},
     }
-
-
-@pytest.fixture
-def context():
-    return {}
 
 
 @pytest.fixture
