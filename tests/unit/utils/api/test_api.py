@@ -742,27 +742,24 @@ def salt_message(err):
     return str(errors.to_salt(err))
 
 
-def test_unknown_node_from_the_runner_is_404(service, backend):
-    unknown = registry.UnknownNode("ghost: no such node in the registry")
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (registry.UnknownNode("ghost: no such node in the registry"), 404),
+        # An invalid argument whose text happens to read like an unknown node stays a 400.
+        (registry.InvalidPayload("resources: no such node field 'x'"), 400),
+    ],
+)
+def test_the_status_of_a_runner_error_follows_its_type_not_its_wording(
+    service, backend, raised, status
+):
     backend.answers["eos_cluster.accept"] = {
         "success": True,
-        "return": INVALID_ARGUMENTS.format(message=salt_message(unknown)),
+        "return": INVALID_ARGUMENTS.format(message=salt_message(raised)),
     }
     response = send(service, "POST", "/nodes/ghost/accept")
-    assert response.status == 404
-    assert error_of(response)["message"] == "ghost: no such node in the registry"
-
-
-def test_the_status_follows_the_error_type_not_its_wording(service, backend):
-    # An invalid argument whose text happens to read like an unknown node stays a 400.
-    lookalike = registry.InvalidPayload("resources: no such node field 'x'")
-    backend.answers["eos_cluster.accept"] = {
-        "success": True,
-        "return": INVALID_ARGUMENTS.format(message=salt_message(lookalike)),
-    }
-    response = send(service, "POST", "/nodes/n1/accept")
-    assert response.status == 400
-    assert error_of(response)["message"] == "resources: no such node field 'x'"
+    assert response.status == status
+    assert error_of(response)["message"] == str(raised), "the code is stripped"
 
 
 def test_unknown_node_in_the_list_is_404(service, backend):
