@@ -34,6 +34,13 @@ ACTIONS = {
 LEVEL_ALIASES = {"degrade": "degraded"}
 
 
+# Every spelling of each threshold level, its own first: where a lookup tries them in turn.
+SPELLINGS = {
+    level: (level, *(alias for alias, target in LEVEL_ALIASES.items() if target == level))
+    for level in THRESHOLD_LEVELS
+}
+
+
 def level_name(name):
     """The threshold level ``name`` stands for (``degrade`` is ``degraded``); others as given."""
     return LEVEL_ALIASES.get(name, name) if isinstance(name, str) else name
@@ -154,7 +161,7 @@ def _check_one_spelling(keys, path):
 def _lookup_level(layers, *path):
     """``(value, source, key)`` of a level under ``path``, under either of its spellings."""
     *parents, level = path
-    for spelling in (level, *(a for a, target in LEVEL_ALIASES.items() if target == level)):
+    for spelling in SPELLINGS[level]:
         value, source = layers.lookup(*parents, spelling)
         if value is not config.MISSING:
             return value, source, config.key_name(*parents, spelling)
