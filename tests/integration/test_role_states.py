@@ -60,6 +60,8 @@ def trees(tmp_path_factory, node_ids):
         eos = {
             "roles": [name],
             **CLUSTER,
+            # As the ext_pillar gives it from the registry: the edge's upstreams.
+            "holders": {"core": [node_ids["core"]], "monolith": []},
             "thresholds": THRESHOLDS,
             "profile": {"monitoring_interval": INTERVAL},
             **extra,

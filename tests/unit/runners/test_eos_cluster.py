@@ -886,6 +886,9 @@ def test_info_counts_nodes_per_status_and_members_for_the_scale(cache):
         "accepted": 1,
         "active": 3,
         "failed": 1,
+        "unreachable": 0,
+        "down": 0,
+        "drained": 0,
         "rejected": 1,
     }
     assert summary["node_count"] == 4  # accepted and active ones

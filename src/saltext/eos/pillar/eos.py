@@ -23,6 +23,9 @@ Each minion gets, from the cluster registry (see the ``eos_cluster`` runner):
         emergency: 90
         critical: 95
       roles: [data]               # this node's roles in the current assignment, or []
+      holders:                    # who holds the roles the edges are configured from
+        core: [core-1, core-2]
+        monolith: []
       cluster_id: 3f2a...
       node_status: accepted       # null for a minion the registry does not know (also
                                   # one whose id breaks the node id rule: a warning says so)
@@ -78,6 +81,7 @@ def ext_pillar(minion_id, pillar, *args, **kwargs):
             "node_count": summary["node_count"],
             "thresholds": _thresholds(master_layers, pillar, summary["scale"], roles),
             "roles": roles,
+            "holders": summary.get("holders") or {},
             "cluster_id": summary["cluster_id"],
             "node_status": record["status"] if record else None,
             "profile": {

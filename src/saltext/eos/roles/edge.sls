@@ -4,10 +4,11 @@
   haproxy balances its frontend (edge:haproxy:bind) over the core nodes (port
   edge:haproxy:server_port). The servers are pillar eos:role_config:edge:upstreams when it
   is a non-empty list; otherwise the core nodes found in the Salt mine: every node publishes
-  its addresses there (eos.roles.common), and the edge reads those of the minions matching
-  edge:discovery:target (by default the nodes whose pillar eos:roles holds core or
-  monolith), sorted by minion id, using each one's first address. With no core node yet the
-  backend has no server and a comment says so.
+  its addresses there (eos.roles.common), and the edge reads those of the live core and
+  monolith nodes the registry lists (pillar eos:holders, so a node that is down, drained,
+  removed or rejected is gone from it), or of the minions matching edge:discovery:target
+  when the site sets one, sorted by minion id, using each one's first address. With no core
+  node yet the backend has no server and a comment says so.
 
   keepalived moves edge:keepalived:virtual_ip between the edge nodes; without a virtual_ip it
   runs with no VRRP instance.
@@ -42,9 +43,14 @@ include:
 {%-       do invalid.append(entry) %}
 {%-     endif %}
 {%-   endfor %}
-{%- else %}
+{%- elif s.discovery.target %}
 {%-   set source = 'mine ' ~ s.discovery.mine_function ~ ' of the minions matching ' ~ s.discovery.target %}
 {%-   set found = salt['mine.get'](s.discovery.target, s.discovery.mine_function, tgt_type='compound') or {} %}
+{%- else %}
+{%-   set holders = salt['pillar.get']('eos:holders', {}) %}
+{%-   set ids = ((holders.get('core') or []) + (holders.get('monolith') or [])) | unique | list %}
+{%-   set source = 'mine ' ~ s.discovery.mine_function ~ ' of the core and monolith nodes of the registry (pillar eos:holders)' %}
+{%-   set found = (salt['mine.get'](ids, s.discovery.mine_function, tgt_type='list') or {}) if ids else {} %}
 {%-   for node, addresses in found | dictsort %}
 {%-     if addresses is sequence and addresses is not string and addresses %}
 {%-       do servers.append({'name': node | regex_replace('[^A-Za-z0-9_.:-]', '_'), 'address': addresses[0], 'port': port}) %}

@@ -35,7 +35,10 @@ When a change moves the cluster to another scale, every minion is asked to refre
 Events, fired on every status change with the node record as data:
 
 ``eos/cluster/node/<id>/<status>``
-    status is pending, accepted, active, failed, rejected or removed.
+    status is pending, accepted, active, failed, unreachable, down, drained, rejected or
+    removed (the runner ``eos_lifecycle`` says when a node is unreachable or down).
+``eos/cluster/node/<id>/cordoned``, ``eos/cluster/node/<id>/uncordoned``
+    ``drain`` cordoned the node, ``uncordon`` lifted it.
 """
 
 import logging
@@ -49,7 +52,9 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import errors
 from saltext.eos.utils import master
+from saltext.eos.utils.cluster import drain as cluster_drain
 from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import replacement as replacements
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +179,12 @@ def nodes(status=None):
         salt-run eos_cluster.nodes status=accepted
 
     status
-        pending, accepted, active, failed or rejected.
+        pending, accepted, active, failed, unreachable, down, drained or rejected.
 
     Each record: id, status, resources, health, preferred_role, roles, registered_at,
-    accepted_at, last_seen, pending_reason (what a pending node waits for) and history
-    (``[{status, at, reason}]``).
+    accepted_at, last_seen, pending_reason (what a pending node waits for), history
+    (``[{status, at, reason}]``), and once the lifecycle has seen it, ``cordoned`` and
+    ``liveness`` (``{missed_since, unreachable_since, returns, ...}``, master clock).
     """
     if status is not None and status not in registry.STATUSES:
         raise SaltInvocationError(
@@ -224,7 +230,9 @@ def accept(node_id):
 def reject(node_id):
     """
     Reject a node: its record becomes rejected (it loses its roles) and its Salt key is
-    rejected too, whether pending or accepted, so it can no longer talk to the master.
+    rejected too, whether pending or accepted, so it can no longer talk to the master. When
+    it held roles, they are re-placed over the live members (``eos_lifecycle.replace``) and
+    the edges are configured again; the answer's ``replacement`` says how that went.
 
     CLI Example:
 
@@ -235,7 +243,8 @@ def reject(node_id):
     reg = _registry()
     _known(reg, node_id)
     outcome = _apply(reg, reg.reject, node_id)
-    return {**_report(outcome), "key": _reject_key(node_id)}
+    key = _reject_key(node_id)
+    return {**_report(outcome), "key": key, **_hand_roles_over(reg, f"rejection of {node_id}")}
 
 
 def remove(node_id):
@@ -265,7 +274,71 @@ def remove(node_id):
         "id": node_id,
         "removed": outcome is not None,
         "key": _delete_key(node_id, key_state),
+        **_hand_roles_over(reg, f"removal of {node_id}"),
     }
+
+
+def drain(node_id):
+    """
+    Empty a node before it leaves: cordon it, move its datasets to other nodes (each copy
+    verified before the source is removed), hand its roles over, mark it ``drained``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_cluster.drain data-3
+        salt-run eos_cluster.remove data-3     # then: its record and Salt key go
+
+    node_id
+        An active or accepted node. A down node cannot be drained (its datasets cannot be
+        copied from it; its roles were re-placed already).
+
+    A drain that cannot complete (no room, a pin, a failed copy, a failed role hand-over)
+    stops where it is: the node stays cordoned and active, every dataset not verifiably moved
+    stays on it, and ``comment`` and ``remaining`` say what is left (retcode 1). Running it
+    again goes on from there; ``eos_cluster.uncordon`` gives up.
+
+    Returns ``{id, drained, status, cordoned, moved, failed, left, remaining,
+    roles_changed, unplaced, comment}``. Fires ``eos/cluster/node/<id>/cordoned`` and, at
+    the end, ``eos/cluster/node/<id>/drained``.
+    """
+    _check_id(node_id)
+    here = _master()
+    reg = _registry()
+    rebalancer = here.rebalancer()
+    handover = here.replacement()
+    before = reg.summary()["scale"]
+    with errors.salt_errors(failure_errors=(errors.OperationFailed,)):
+        result = cluster_drain.drain(
+            reg, rebalancer.evacuate, handover.run, node_id, fire=here.fire_or_log
+        )
+    after = reg.summary()["scale"]
+    if after != before:
+        _refresh_pillars(before, after)
+    if not result["drained"]:
+        __context__["retcode"] = 1
+    return result
+
+
+def uncordon(node_id):
+    """
+    Lift a node's cordon: it may take roles and datasets again. A drained node is accepted
+    again, which runs its join (health, checkpoint, roles, highstate).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_cluster.uncordon data-3
+
+    Returns ``{id, changed, status}``.
+    """
+    _check_id(node_id)
+    here = _master()
+    reg = _registry()
+    with errors.salt_errors():
+        return _apply(reg, cluster_drain.uncordon, reg, node_id, here.fire_or_log)
 
 
 def set_status(node_id, status, reason=None):
@@ -284,6 +357,12 @@ def set_status(node_id, status, reason=None):
     reason
         Kept in the node's history.
     """
+    if status not in ("active", "failed"):
+        # The lifecycle states are the master's own findings, drained is drain's: not set by hand.
+        raise SaltInvocationError(
+            f"status: {status!r} is not active or failed (unreachable and down come from the "
+            "master's probes, drained from eos_cluster.drain)"
+        )
     reg = _registry()
     _known(reg, node_id, need_record=True)
     reason = reason or f"marked {status} by an operator"
@@ -364,6 +443,21 @@ def _apply(reg, change, *args):
     if after != before:
         _refresh_pillars(before, after)
     return outcome
+
+
+def _hand_roles_over(reg, reason):
+    """A replacement when the assignment still gives roles to nodes that left."""
+    if not replacements.stale_holders(reg):
+        return {}
+    try:
+        record = _master().replacement().run(reason)
+    except errors.EosError as err:
+        # The record change stands; the lifecycle engine re-places the roles later.
+        log.warning("eos_cluster: %s: roles not re-placed now: %s", reason, err)
+        return {"replacement": {"outcome": "postponed", "error": str(err)}}
+    if record["outcome"] == "failed":
+        __context__["retcode"] = 1
+    return {"replacement": record}
 
 
 def _refresh_pillars(before, after):

@@ -42,7 +42,6 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import errors
 from saltext.eos.utils import master
-from saltext.eos.utils.cluster import join
 
 log = logging.getLogger(__name__)
 
@@ -191,22 +190,4 @@ def _check_node(node):
 
 
 def _flow():
-    here = master.Master(__opts__)
-    layers = here.layers()
-    with errors.salt_errors():
-        return join.Join(
-            registry=here.registry(on_change=_announcer(here)),
-            call=here.call,
-            fire=here.fire,
-            layers=layers,
-            settings=join.settings(layers),
-        )
-
-
-def _announcer(here):
-    def announce(node_id, status, record):
-        # The failed event is fired by the rollback itself, with the step and the error.
-        if status != "failed":
-            here.fire_status_change(node_id, status, record)
-
-    return announce
+    return master.Master(__opts__).join_flow()

@@ -35,8 +35,6 @@ Events:
 
 import logging
 
-import salt.cache
-
 from saltext.eos.utils import datasets
 from saltext.eos.utils import errors
 from saltext.eos.utils import master
@@ -152,14 +150,4 @@ def _with_retcode(result):
 
 
 def _rebalancer():
-    here = master.Master(__opts__)
-    layers = here.layers()
-    return datasets.Rebalance(
-        registry=here.registry(),
-        store=datasets.Store(salt.cache.factory(__opts__)),
-        settings=datasets.rebalance_settings(layers),
-        declared=datasets.declarations(layers),
-        call=here.call,
-        # A move is stored whatever the event bus does; a lost event is only logged.
-        fire=here.fire_or_log,
-    )
+    return master.Master(__opts__).rebalancer()

@@ -113,6 +113,63 @@ class Master:
             if isinstance(answer, dict)
         }
 
+    # --- the flows the runners and the lifecycle engine run ---
+
+    def join_flow(self):
+        """The join flow (``cluster.join.Join``) of this master; InvalidConfig as Salt's error."""
+        from saltext.eos.utils.cluster import join  # join builds on this module's Answer
+
+        layers = self.layers()
+        with errors.salt_errors():
+            return join.Join(
+                registry=self.registry(on_change=self._announce_all_but_failed),
+                call=self.call,
+                fire=self.fire,
+                layers=layers,
+                settings=join.settings(layers),
+            )
+
+    def replacement(self):
+        """The replacement of roles (``cluster.replacement.Replacement``) of this master."""
+        from saltext.eos.utils.cluster import replacement
+
+        return replacement.Replacement(self.join_flow())
+
+    def lifecycle(self):
+        """Failure detection (``cluster.lifecycle.Lifecycle``) on this master's registry."""
+        from saltext.eos.utils.cluster import lifecycle
+
+        with errors.salt_errors():
+            limits = lifecycle.settings(self.layers())
+        return lifecycle.Lifecycle(
+            registry=self.registry(on_change=self.fire_status_change),
+            call=self.call,
+            settings=limits,
+        )
+
+    def rebalancer(self):
+        """The dataset rebalancing (``datasets.Rebalance``) of this master."""
+        import salt.cache
+
+        from saltext.eos.utils import datasets
+
+        layers = self.layers()
+        with errors.salt_errors():
+            return datasets.Rebalance(
+                registry=self.registry(),
+                store=datasets.Store(salt.cache.factory(self.opts)),
+                settings=datasets.rebalance_settings(layers),
+                declared=datasets.declarations(layers),
+                call=self.call,
+                # A move is stored whatever the event bus does; a lost event is only logged.
+                fire=self.fire_or_log,
+            )
+
+    def _announce_all_but_failed(self, node_id, status, record):
+        # A join's failed event is fired by its rollback, with the step and the error.
+        if status != "failed":
+            self.fire_status_change(node_id, status, record)
+
     def broadcast(self, fun):
         """Ask every minion to run ``fun``, without waiting; a failure is logged."""
         try:

@@ -425,6 +425,9 @@ def test_accepting_changes_the_scale(reg, events):
         "accepted": 2,
         "active": 0,
         "failed": 0,
+        "unreachable": 0,
+        "down": 0,
+        "drained": 0,
         "rejected": 0,
     }
     assert (summary["node_count"], summary["scale"]) == (2, "small")
@@ -569,7 +572,7 @@ def test_status_transitions(reg, path, allowed):
 
 def test_set_status_takes_only_active_or_failed(reg):
     bootstrap(reg)
-    with pytest.raises(registry.InvalidTransition, match="set_status takes active or failed"):
+    with pytest.raises(registry.InvalidTransition, match="set_status takes active, failed, unreachable, down, drained, not"):
         reg.set_status("first", "accepted", "why")
 
 

@@ -40,6 +40,7 @@ The Salt side (the registry, minion calls, events) comes in as plain objects, so
 decision here is testable without daemons.
 """
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -67,10 +68,9 @@ HIGHSTATE = "highstate"
 ROLES_CHANGED_TAG = "eos/roles/changed"
 FAILED_TAG = "eos/cluster/node/{id}/failed"
 
-# Roles whose configuration names the holders of other roles: an edge proxies to the core
-# (or monolith) nodes it finds in the mine (roles/edge.sls), so when those change hands the
-# edges are configured again, after the nodes that changed have published themselves.
-CONFIGURED_FROM = {"edge": ("core", "monolith")}
+# The roles configured from the holders of others (roles.CONFIGURED_FROM) are configured
+# again when those change hands, after the nodes that changed have published themselves.
+CONFIGURED_FROM = role_rules.CONFIGURED_FROM
 
 DEFAULTS = {
     "lease_wait": 900,  # seconds a join waits for the one before it
@@ -143,7 +143,11 @@ class Join:
     def _save(self, record):
         self.cache.store(JOINS_BANK, record["node"], record)
 
-    def _take_lease(self, node_id, run):
+    def take_lease(self, node_id, run):
+        """
+        The cluster's join lease for ``run`` (naming ``node_id``, or the replacement), waiting
+        up to ``lease_wait`` while another run holds it; JoinFailed when it stays held.
+        """
         deadline = self.clock() + self.settings.lease_wait
         while True:
             with self.registry.lock:
@@ -188,7 +192,7 @@ class Join:
             raise NotOwner(f"no join record of run {run} for {node_id}")
         return joined
 
-    def _release(self, run):
+    def release_lease(self, run):
         with self.registry.lock:
             held = self.lease()
             if held is not None and held["run"] == run:
@@ -236,7 +240,7 @@ class Join:
                 "rejected": "it was rejected",
             }[record["status"]]
             raise JoinFailed(f"{node_id} is {record['status']}, not accepted: {hint}")
-        self._take_lease(node_id, run)
+        self.take_lease(node_id, run)
         stored = self.registry.assignment() or {"version": 0, "assignments": {}}
         summary = self.registry.summary()
         joined = {
@@ -320,7 +324,7 @@ class Join:
         )
 
     def _checkpoint(self, node_id, run, joined):
-        targets = sorted({node_id, *self._member_ids()})
+        targets = sorted({node_id, *self.reachable_members()})
         label = f"join-{node_id}"
         answers = self.call(targets, "eos_cluster.checkpoint", kwargs={"label": label}, timeout=120)
         taken = {
@@ -343,14 +347,7 @@ class Join:
         return self._step(node_id, run, "assign", lambda joined: self._assign(node_id, joined))
 
     def _assign(self, node_id, joined):
-        members = self._placement_members(node_id)
-        try:
-            catalogue, policy = role_rules.from_layers(self.layers)
-            solved = placement.solve(
-                [registry.as_role_node(record) for record in members], catalogue, policy
-            ).as_dict()
-        except config.InvalidConfig as err:
-            raise JoinFailed(f"role placement: {err}") from err
+        solved = self.solve_roles(self._placement_members(node_id))
         if not solved["assignments"].get(node_id):
             reasons = "; ".join(item["reason"] for item in solved["unplaced"]) or "no role needed"
             log.info("eos_join: %s gets no role: %s", node_id, reasons)
@@ -367,6 +364,26 @@ class Join:
             "unplaced": [item["reason"] for item in solved["unplaced"]],
         }
 
+    def solve_roles(self, members, leaving=()):
+        """
+        The solver's placement (``as_dict``) over ``members`` (records) under the site's
+        policy, the cordons and ``leaving`` (nodes that must end with no role).
+        """
+        try:
+            catalogue, policy = role_rules.from_layers(self.layers)
+            policy = placement_policy(policy, members, leaving)
+            return placement.solve(
+                [
+                    registry.as_role_node(record)
+                    for record in members
+                    if record["id"] not in leaving
+                ],
+                catalogue,
+                policy,
+            ).as_dict()
+        except config.InvalidConfig as err:
+            raise JoinFailed(f"role placement: {err}") from err
+
     def _placement_members(self, node_id):
         """
         Active nodes, accepted nodes that already hold roles, and the joining node. Accepted
@@ -380,10 +397,11 @@ class Join:
                     chosen.append(record)
         return chosen
 
-    def _member_ids(self):
+    def reachable_members(self):
+        """The members the master can talk to (an unreachable one would only time out)."""
         return [
             record["id"]
-            for status in registry.MEMBER_STATUSES
+            for status in registry.REACHABLE_STATUSES
             for record in self.registry.records(status)
         ]
 
@@ -394,21 +412,22 @@ class Join:
         )
 
     def _configure(self, node_id, joined):
-        members = sorted({node_id, *self._member_ids()})
+        members = sorted({node_id, *self.reachable_members()})
         self.call(members, "saltutil.refresh_pillar", kwargs={"wait": True}, timeout=60)
-        targets = sorted({node_id, *joined["changed"]})
-        followers = sorted(set(joined.get("dependents", [])) - {node_id})
-        configured_for = self.cache.fetch(registry.CLUSTER_BANK, CONFIGURED_SCALE_KEY) or {}
-        scale_changed = self.registry.summary()["scale"] != configured_for.get("scale")
+        # An unreachable member keeps its roles; one whose roles changed is configured when
+        # it comes back (its return is a join).
+        targets = sorted({node_id, *joined["changed"]} & set(members))
+        followers = sorted(set(joined.get("dependents", [])) & set(members) - {node_id})
+        scale_changed = self.registry.summary()["scale"] != self.configured_scale()
         others = sorted(set(members) - set(targets) - set(followers)) if scale_changed else []
         # Recorded before anything runs: a failure midway must roll back every node touched.
         joined["configured"] = sorted({*targets, *followers, *others})
         self._save(joined)
-        results = self._apply_state(targets)
+        results = self.apply_state(targets)
         if followers:
-            results.update(self._apply_state(followers))
+            results.update(self.apply_state(followers))
         if others:
-            results.update(self._run_state(others, COMMON_STATE))
+            results.update(self.run_state(others, COMMON_STATE))
         problems = [
             f"{minion}: {problem}" for minion in sorted(results) for problem in results[minion]
         ]
@@ -421,9 +440,9 @@ class Join:
             "refreshed": others,
         }
 
-    def _apply_state(self, targets):
+    def apply_state(self, targets):
         if self.settings.state != HIGHSTATE:
-            return self._run_state(targets, self.settings.state)
+            return self.run_state(targets, self.settings.state)
         tops = self.call(targets, "state.show_top", timeout=self.settings.state_timeout)
         topped = [minion for minion in targets if targeted_by_top(tops.get(minion))]
         untopped = [minion for minion in targets if minion not in topped]
@@ -433,10 +452,10 @@ class Join:
             results.update({minion: state_problems(answers.get(minion)) for minion in topped})
         if untopped:
             log.info("eos_join: no top file targets %s; applying %s", untopped, ROLES_STATE)
-            results.update(self._run_state(untopped, ROLES_STATE))
+            results.update(self.run_state(untopped, ROLES_STATE))
         return results
 
-    def _run_state(self, targets, sls):
+    def run_state(self, targets, sls):
         answers = self.call(targets, "state.apply", args=[sls], timeout=self.settings.state_timeout)
         return {minion: state_problems(answers.get(minion)) for minion in targets}
 
@@ -446,7 +465,7 @@ class Join:
         joined = self._own(node_id, run)
         joined.update(status="active", finished_at=self.clock())
         self._save(joined)
-        self._release(run)
+        self.release_lease(run)
         return {"node": node_id, "status": "active", "roles": roles}
 
     def _activate(self, node_id):
@@ -456,12 +475,20 @@ class Join:
         except (registry.UnknownNode, registry.InvalidTransition) as err:
             # An operator rejected or removed the node while it joined: the join failed here.
             raise JoinFailed(f"{node_id} cannot become active: {err}") from err
+        self.note_configured_scale(node_id)
+        return roles
+
+    def configured_scale(self):
+        """The scale the members were last configured for, or None."""
+        return (self.cache.fetch(registry.CLUSTER_BANK, CONFIGURED_SCALE_KEY) or {}).get("scale")
+
+    def note_configured_scale(self, by):
+        """The members are configured for the registry's current scale now (``by`` did it)."""
         self.cache.store(
             registry.CLUSTER_BANK,
             CONFIGURED_SCALE_KEY,
-            {"scale": self.registry.summary()["scale"], "by": node_id},
+            {"scale": self.registry.summary()["scale"], "by": by},
         )
-        return roles
 
     def rollback(self, node_id, run):
         """
@@ -475,21 +502,21 @@ class Join:
         try:
             return self._rollback(node_id, run, joined)
         finally:
-            self._release(run)
+            self.release_lease(run)
 
     def _rollback(self, node_id, run, joined):
         step = joined.get("failed_step") or joined.get("step")
         error = joined.get("error") or f"step {step} did not complete"
-        restored = self._restore_assignment(joined)
+        restored = self.restore_assignment(joined)
         self._mark_failed(node_id, step, error)
-        minions = self._rollback_minions(joined)
+        minions = self.rollback_minions(joined)
         reapplied = sorted({*joined["changed"], *joined.get("dependents", [])} - {node_id})
         # The failed node no longer counts: every member's scale and thresholds may be back too.
-        members = sorted(self._member_ids())
+        members = sorted(self.reachable_members())
         self.call(members, "saltutil.refresh_pillar", kwargs={"wait": True}, timeout=60)
         problems = {}
         if reapplied:
-            problems = {m: p for m, p in self._apply_state(reapplied).items() if p}
+            problems = {m: p for m, p in self.apply_state(reapplied).items() if p}
         joined.update(
             status="failed",
             finished_at=self.clock(),
@@ -513,7 +540,7 @@ class Join:
             "problems": problems,
         }
 
-    def _restore_assignment(self, joined):
+    def restore_assignment(self, joined):
         previous = joined["checkpoint"]["assignments"]
         current = (self.registry.assignment() or {}).get("assignments", {})
         if current == previous:
@@ -540,7 +567,7 @@ class Join:
             {**outcome.record, "step": step, "error": error},
         )
 
-    def _rollback_minions(self, joined):
+    def rollback_minions(self, joined):
         outcome = {}
         for minion, checkpoint_id in sorted(joined["minion_checkpoints"].items()):
             if minion not in joined.get("configured", []):
@@ -555,6 +582,26 @@ class Join:
                 "restored" if answer is not None and not answer.retcode else _short(answer)
             )
         return outcome
+
+
+def placement_policy(policy, records, leaving=()):
+    """
+    ``policy`` (a roles.Policy) with the cordons of ``records``: a cordoned node keeps the
+    roles it holds and gets no new one (it is excluded when it holds none); a ``leaving`` node
+    is excluded, whatever the site pins.
+    """
+    pins = {node: roles for node, roles in policy.pins.items() if node not in leaving}
+    exclude = set(policy.exclude) | set(leaving)
+    for record in records:
+        node_id = record["id"]
+        if not record.get("cordoned") or node_id in leaving or node_id in pins:
+            continue
+        held = list(record.get("roles") or [])
+        if held:
+            pins[node_id] = held
+        else:
+            exclude.add(node_id)
+    return dataclasses.replace(policy, pins=pins, exclude=frozenset(exclude))
 
 
 def dependents(changes, assignments):

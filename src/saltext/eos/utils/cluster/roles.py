@@ -101,6 +101,11 @@ GROWTH_SHARES = {
 # from the first cluster size whose target gives it a node.
 ESSENTIAL_ROLES = ("edge", "core", "data")
 
+# Roles whose configuration names the holders of other roles: an edge proxies to the core
+# (or monolith) nodes (roles/edge.sls reads them from pillar eos:holders, kept in the
+# registry's summary), so the edges are configured again whenever those change hands.
+CONFIGURED_FROM = {"edge": ("core", "monolith")}
+
 # When count overrides ask for more nodes than exist, these give way first.
 TRIM_ORDER = ("compute", "observe", "message", "data", "core", "edge")
 

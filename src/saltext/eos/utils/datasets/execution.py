@@ -21,6 +21,7 @@ from dataclasses import field
 from saltext.eos.utils import errors
 from saltext.eos.utils.cluster import lease as leases
 from saltext.eos.utils.cluster import registry as node_registry
+from saltext.eos.utils.datasets import evacuation
 from saltext.eos.utils.datasets import rebalance as planner
 from saltext.eos.utils.datasets import transfer
 from saltext.eos.utils.datasets.local import dataset_dir
@@ -122,6 +123,54 @@ class Rebalance:
         automatic = self.settings["auto"] and _level_at_most(measured, cap)
         return {**base, "automatic_up_to": cap, **self.run(dry_run=not automatic)}
 
+    def evacuate(self, node):
+        """
+        Move every dataset placed on ``node`` to other nodes (a drain), under the rebalance
+        lease, each with the verified move. Returns ``{node, moved, failed, left, remaining,
+        blocked}``: ``left`` {name: why no move was planned}, ``remaining`` every dataset
+        still placed on the node (nothing there was removed before its copy was verified).
+        """
+        node_registry.check_node_id(node)
+        run = self.new_run()
+        lease = self._lease()
+        try:
+            lease.take(run, by="eos_cluster.drain", node=node)
+        except leases.LeaseBusy as busy:
+            return self._evacuation(node, blocked=[f"{busy}: nothing moved"])
+        try:
+            recovered = recover(self.store, self._steps(run), live_run=run)
+            gathered = self.refresh()
+            records = self.registry.records()
+            nodes, placed, _ = planner_inputs(
+                records, self.store.reports(), self.store.placements(), self.declared
+            )
+            if node in gathered["unreported"]:
+                return self._evacuation(
+                    node, blocked=[f"{node} did not report its datasets: nothing moved"]
+                )
+            cordoned = {record["id"] for record in records if record.get("cordoned")}
+            moves, left = evacuation.plan(nodes, placed, node, excluded=cordoned - {node})
+            moved, failed = self._execute(moves, run)
+            return self._evacuation(
+                node, moved=moved, failed=failed, left=left, recovered=recovered
+            )
+        finally:
+            lease.release(run)
+
+    def _evacuation(self, node, **outcome):
+        remaining = sorted(
+            name for name, placement in self.store.placements().items() if placement["node"] == node
+        )
+        return {
+            "node": node,
+            "moved": [],
+            "failed": [],
+            "left": {},
+            "blocked": [],
+            **outcome,
+            "remaining": remaining,
+        }
+
     # --- gathering ---
 
     def refresh(self):
@@ -129,7 +178,7 @@ class Rebalance:
         members = [
             record["id"]
             for record in self.registry.records()
-            if record.get("status") in node_registry.MEMBER_STATUSES
+            if record.get("status") in node_registry.REACHABLE_STATUSES
         ]
         reports, unreported = self.ask_reports(members)
         outcome = record_reports(self.store, reports, self.declared)
@@ -200,11 +249,15 @@ class Rebalance:
         )
         planned_nodes = {node["id"] for node in nodes}
         placed_names = {dataset["name"] for dataset in placed}
+        # A cordoned node takes no new dataset (and keeps its own until it is drained).
+        cordoned = {record["id"] for record in records if record.get("cordoned")}
         plan = planner.plan(
             nodes,
             placed,
             threshold,
-            exclude_nodes=[node for node in excluded["nodes"] if node in planned_nodes],
+            exclude_nodes=sorted(
+                node for node in set(excluded["nodes"]) | cordoned if node in planned_nodes
+            ),
             exclude_datasets=[name for name in excluded["datasets"] if name in placed_names],
         )
         return plan, records, unreported

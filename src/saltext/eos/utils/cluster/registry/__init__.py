@@ -28,11 +28,15 @@ Statuses
 ========
 
 ``pending`` (known, waiting for acceptance), ``accepted`` (a member, not yet configured),
-``active`` (configured and serving), ``failed`` (its configuration failed), ``rejected``.
+``active`` (configured and serving), ``failed`` (its configuration failed), ``unreachable``
+(stopped answering the master's probes; keeps its roles), ``down`` (unreachable too long: its
+roles went to the live nodes), ``drained`` (emptied by ``eos_cluster.drain``), ``rejected``.
 ``TRANSITIONS`` lists the allowed changes; every change is appended to the record's history
 (the last ``HISTORY_LIMIT`` are kept) and reported to ``on_change`` (the runner fires
-``eos/cluster/node/<id>/<status>``). Accepted and active nodes are the cluster's members: they
-make ``node_count`` and so the scale.
+``eos/cluster/node/<id>/<status>``). Accepted, active and unreachable nodes are the cluster's
+members: they make ``node_count`` and so the scale. A down or drained node comes back by being
+accepted again, which runs the join flow. ``saltext.eos.utils.cluster.lifecycle`` decides the
+unreachable and down changes.
 
 Node ids follow the one rule of ``saltext.eos.utils.cluster.nodeid`` (``check_node_id``). A
 registration sent more than ``eos:registration:max_clock_skew_seconds`` (default 300) ahead of
@@ -126,11 +130,14 @@ from .scale import scale_for
 from .scale import scale_profile
 from .store import ASSIGNMENT_KEY
 from .store import CLUSTER_BANK
+from .store import FLOW_STATUSES
 from .store import HISTORY_LIMIT
 from .store import LOCK_FILE
 from .store import MEMBER_STATUSES
 from .store import NODES_BANK
+from .store import REACHABLE_STATUSES
 from .store import REMOVED
+from .store import ROLELESS_STATUSES
 from .store import STATUSES
 from .store import SUMMARY_KEY
 from .store import TRANSITIONS
@@ -150,6 +157,7 @@ __all__ = [
     "DISK_FIELDS",
     "DISK_GB",
     "DOMAIN_FIELDS",
+    "FLOW_STATUSES",
     "HEALTH_FIELDS",
     "HISTORY_LIMIT",
     "INTERFACE_FIELDS",
@@ -170,8 +178,10 @@ __all__ = [
     "NODES_BANK",
     "PAYLOAD_FIELDS",
     "POLICY_FIELDS",
+    "REACHABLE_STATUSES",
     "REMOVED",
     "RESOURCE_FIELDS",
+    "ROLELESS_STATUSES",
     "ROLE_NAME",
     "SCALES",
     "SCALE_POLICIES",

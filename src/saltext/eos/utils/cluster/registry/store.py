@@ -14,6 +14,7 @@ from dataclasses import field
 
 from saltext.eos.utils import config
 from saltext.eos.utils import formatting
+from saltext.eos.utils.cluster.roles import CONFIGURED_FROM
 
 from .lock import FileLock
 from .payload import DEFAULT_MAX_CLOCK_SKEW
@@ -45,18 +46,31 @@ CLUSTER_BANK = "eos/cluster"
 SUMMARY_KEY = "summary"
 ASSIGNMENT_KEY = "assignment"
 
-STATUSES = ("pending", "accepted", "active", "failed", "rejected")
-MEMBER_STATUSES = ("accepted", "active")
+STATUSES = ("pending", "accepted", "active", "failed", "unreachable", "down", "drained", "rejected")
+# The members: they make node_count and so the scale. An unreachable node is still one (it
+# keeps its roles until it is down), so a short outage moves neither roles nor the scale.
+MEMBER_STATUSES = ("accepted", "active", "unreachable")
+# The members the master can talk to: the ones every call of a flow goes to.
+REACHABLE_STATUSES = ("accepted", "active")
+# Statuses set by the flows (join, lifecycle, drain) through set_status.
+FLOW_STATUSES = ("active", "failed", "unreachable", "down", "drained")
 REMOVED = "removed"  # an event tag only: a removed node has no record
 TRANSITIONS = {
     None: ("pending",),
     "pending": ("accepted", "rejected"),
-    "accepted": ("active", "failed", "rejected"),
-    "active": ("failed", "rejected"),
+    "accepted": ("active", "failed", "drained", "rejected"),
+    "active": ("failed", "unreachable", "drained", "rejected"),
     # A failed node may be retried (accepted again) or brought back by hand.
     "failed": ("accepted", "active", "rejected"),
+    # Answering again before it is down: back to active, roles untouched.
+    "unreachable": ("active", "down", "drained", "rejected"),
+    # A down or drained node comes back through the join flow (accepted again).
+    "down": ("accepted", "rejected"),
+    "drained": ("accepted", "rejected"),
     "rejected": ("accepted",),
 }
+# A node in one of these holds no role: rejecting, draining or losing it hands its roles on.
+ROLELESS_STATUSES = ("rejected", "drained")
 HISTORY_LIMIT = 50
 
 if set(SCALE_STARTS) != set(SCALES[1:]) or set(SCALE_POLICIES) != set(SCALES):
@@ -141,6 +155,9 @@ def empty_summary():
         "node_count": 0,
         "scale": SCALES[0],
         "roles": {},
+        # Who holds the roles other roles are configured from (roles.CONFIGURED_FROM): the
+        # edge reads its upstreams here, so a node gone from the assignment is gone from them.
+        "holders": {},
         "assignment_version": 0,
         "updated_at": None,
     }
@@ -315,14 +332,33 @@ class Registry:
         """Reject ``node_id``; it loses its roles."""
         return self._change(node_id, "rejected", reason, unchanged_from=("rejected",))
 
-    def set_status(self, node_id, status, reason):
-        """Move ``node_id`` to ``active`` or ``failed`` (configuration finished or failed)."""
-        if status not in ("active", "failed"):
+    def set_status(self, node_id, status, reason, **fields):
+        """
+        Move ``node_id`` to one of ``FLOW_STATUSES``: active or failed (its configuration
+        finished or failed), unreachable or down (the lifecycle), drained. ``fields`` are
+        stored in the record with the change.
+        """
+        if status not in FLOW_STATUSES:
             raise InvalidTransition(
-                f"{node_id}: set_status takes active or failed, not {status!r} "
+                f"{node_id}: set_status takes {', '.join(FLOW_STATUSES)}, not {status!r} "
                 "(accept, reject and remove have their own functions)"
             )
-        return self._change(node_id, status, reason, unchanged_from=(status,))
+        return self._change(node_id, status, reason, unchanged_from=(status,), fields=fields)
+
+    def update(self, node_id, reason=None, **fields):
+        """
+        Store ``fields`` in the record of ``node_id`` without a status change (the liveness
+        the lifecycle keeps, a cordon); ``reason`` adds a history entry. Returns the record.
+        """
+        check_node_id(node_id)
+        with self.lock:
+            record = self._existing(node_id)
+            record.update(fields)
+            if reason:
+                entry = self._entry(record["status"], reason, self.clock())
+                record["history"] = [*record["history"], entry][-HISTORY_LIMIT:]
+            self._store(record)
+            return record
 
     def preregister(self, node_id, details, reason="pre-registered by an operator"):
         """
@@ -358,7 +394,7 @@ class Registry:
             record = self._existing(node_id)
             summary = self.summary()
             self._count(summary, record["status"], None)
-            self._drop_roles(summary, record.get("roles"))
+            self._drop_roles(summary, record.get("roles"), node_id)
             self.cache.flush(NODES_BANK, node_id)
             self._store_summary(summary)
         record["history"] = [*record["history"], self._entry(REMOVED, reason, self.clock())]
@@ -392,6 +428,7 @@ class Registry:
                 },
             )
             summary["roles"] = _role_counts(wanted.values())
+            summary["holders"] = _holders(wanted)
             summary["assignment_version"] = version
             self._store_summary(summary)
         return {"version": version, "changes": changes}
@@ -425,7 +462,7 @@ class Registry:
             )
         return True
 
-    def _change(self, node_id, status, reason, unchanged_from):
+    def _change(self, node_id, status, reason, unchanged_from, fields=None):
         check_node_id(node_id)
         with self.lock:
             record = self._existing(node_id)
@@ -433,8 +470,9 @@ class Registry:
                 return Outcome(record, note=f"already {record['status']}")
             now = self.clock()
             summary = self.summary()
-            if status == "rejected":
-                self._drop_roles(summary, record.get("roles"))
+            record.update(fields or {})
+            if status in ROLELESS_STATUSES:
+                self._drop_roles(summary, record.get("roles"), record["id"])
                 record["roles"] = []
             self._transition(record, status, reason, now, summary)
         return self._announce(Outcome(record, [status]))
@@ -494,13 +532,16 @@ class Registry:
         if new is not None:
             counts[new] += 1
 
-    def _drop_roles(self, summary, roles):
+    def _drop_roles(self, summary, roles, node_id):
         for role in roles or ():
             left = summary["roles"].get(role, 0) - 1
             if left > 0:
                 summary["roles"][role] = left
             else:
                 summary["roles"].pop(role, None)
+        holders = summary.get("holders") or {}
+        for role, ids in holders.items():
+            holders[role] = [held for held in ids if held != node_id]
 
     def _write_roles(self, wanted, previous):
         changes = {}
@@ -556,6 +597,14 @@ def _next_version(current, given):
     if isinstance(given, bool) or not isinstance(given, int) or given <= current:
         raise RegistryError(f"assignment version {given!r} must be a whole number > {current}")
     return given
+
+
+def _holders(assignments):
+    """{role: [ids]} of the roles other roles are configured from, for the summary."""
+    sources = sorted({role for needed in CONFIGURED_FROM.values() for role in needed})
+    return {
+        role: sorted(node for node, held in assignments.items() if role in held) for role in sources
+    }
 
 
 def _role_counts(role_lists):
