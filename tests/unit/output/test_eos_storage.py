@@ -1,6 +1,7 @@
 from unittest.mock import patch
 
 import pytest
+import salt.utils.color
 
 from saltext.eos.output import eos_storage as outputter
 from saltext.eos.utils import datasets
@@ -441,6 +442,40 @@ def test_fleet_without_conflicts_or_unreported_nodes_ends_with_the_total():
 
 def test_empty_fleet_says_so():
     assert outputter.output(fleet({})) == "no nodes in the registry"
+
+
+def test_datasets_out_of_reach_are_listed_after_the_table_with_their_node_and_status():
+    data = fleet(
+        {
+            "data-1": node_row(used=TIB, placed={"logs": TIB}),
+            "data-3": node_row(status="down", placed={"media": TIB, "logs-2023": TIB}),
+        },
+        unreported=["data-3"],
+    )
+    data["unavailable"] = {
+        "media": {"node": "data-3", "status": "down"},
+        "logs-2023": {"node": "data-3", "status": "down"},
+    }
+    text = outputter.output(data)
+    lines = lines_of(text)
+    assert lines[-1] == "unavailable: logs-2023 (data-3, down), media (data-3, down)"
+    assert fleet_line(text, "data-3").split()[:2] == ["data-3", "down"]
+
+
+@pytest.mark.usefixtures("colour_on")
+@pytest.mark.parametrize(
+    ("status", "colour"), [("down", "LIGHT_RED"), ("unreachable", "LIGHT_YELLOW")]
+)
+def test_an_unreachable_or_down_node_is_coloured(status, colour):
+    text = outputter.output(fleet({"data-3": node_row(status=status)}))
+    colours = salt.utils.color.get_colors(True)
+    assert f"{colours[colour]}{status}{colours['ENDC']}" in text
+
+
+def test_an_unavailable_entry_that_is_not_a_mapping_is_shown_as_it_is():
+    data = fleet({"data-1": node_row(used=TIB)})
+    data["unavailable"] = {"media": "data-3"}
+    assert lines_of(outputter.output(data))[-1] == "unavailable: media (data-3)"
 
 
 def test_fleet_report_without_the_optional_lists_is_still_recognised():

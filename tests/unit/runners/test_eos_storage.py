@@ -96,3 +96,24 @@ def test_the_report_asks_every_member_by_exact_id(client):
     assert client.published == [(["n1", "w1"], "eos_dataset.sizes")]
     assert set(fleet_report["nodes"]) == {"n1", "n2", "w1"}
     assert fleet_report["unreported"] == ["n1", "w1"]
+
+
+def test_the_report_lists_the_datasets_of_a_down_node_as_unavailable_and_does_not_ask_it(
+    opts, cache, client
+):
+    reg = registry.open_registry(opts, cache=cache)
+    reg.set_status("n1", "unreachable", "missed probes")
+    reg.set_status("n1", "down", "unreachable too long")
+    fleet_report = eos_storage.report()
+    assert client.published == [(["w1"], "eos_dataset.sizes")]
+    assert fleet_report["nodes"]["n1"]["available"] is False
+    assert fleet_report["nodes"]["w1"]["available"] is True
+    assert fleet_report["unavailable"] == {
+        "a": {"node": "n1", "status": "down"},
+        "b": {"node": "n1", "status": "down"},
+    }
+    # Reported, never moved: the placements still point at the node holding the only copy.
+    assert {name: p["node"] for name, p in datasets.Store(cache).placements().items()} == {
+        "a": "n1",
+        "b": "n1",
+    }

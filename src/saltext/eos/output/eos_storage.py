@@ -31,8 +31,10 @@ inodes on the filesystem, no growth estimate yet) show as ``-``.
 with its registry status, the capacity and use of its dataset space, the usage as a
 percentage and a bar, its level (coloured), its datasets (how many, and their bytes) and the
 time until it is full at its recent growth; then a total line over the nodes that reported,
-the nodes that did not answer, and the copies found outside their placement, when there are
-any. A failed node's status is coloured, a joining one's too: either holds moves back.
+the nodes that did not answer, the datasets that cannot be read (on an unreachable or down
+node) and the copies found outside their placement, when there are any. A failed, unreachable
+or down node's status is coloured, a joining one's too: each holds moves back or has data
+out of reach.
 
 .. code-block:: text
 
@@ -40,9 +42,10 @@ any. A failed node's status is coloured, a joining one's too: either holds moves
     ------  ------  --------  -------  -----  --------------------  -------  -------------  -------
     data-1  active  4.0 TiB   3.4 TiB  86.0%  #################...  cleanup  12 (3.0 TiB)   6d 2h
     data-2  active  4.0 TiB   1.1 TiB  27.5%  ######..............  none     4 (901.1 GiB)  -
-    data-3  failed  -         -        -                            -        0              -
-    total: 3 nodes (2 reported), 8.0 TiB capacity, 4.5 TiB used (56.7%), 16 datasets
+    data-3  down    -         -        -                            -        2 (1.2 TiB)    -
+    total: 3 nodes (2 reported), 8.0 TiB capacity, 4.5 TiB used (56.7%), 18 datasets
     unreported: data-3
+    unavailable: logs-2023 (data-3, down), media (data-3, down)
 
 A node that has not reported shows ``-`` for what only its report can say.
 
@@ -71,7 +74,7 @@ FLEET_HEADERS = (
     "FULL IN",
 )
 # The keys of ``salt-run eos_storage.report``'s return, and what each node row must carry.
-FLEET_KEYS = frozenset(("nodes", "conflicts", "unreported"))
+FLEET_KEYS = frozenset(("nodes", "conflicts", "unreported", "unavailable"))
 FLEET_ROW_KEYS = frozenset(("capacity_bytes", "used_bytes", "usage_percent", "datasets"))
 INDENT = "    "
 
@@ -85,9 +88,12 @@ LEVEL_COLOURS = {
     "emergency": "LIGHT_RED",
     "critical": "RED",
 }
-# Registry statuses worth a glance: a failed node or a join holds every rebalance back.
+# Registry statuses worth a glance: a failed node or a join holds every rebalance back, and
+# an unreachable or down node's datasets cannot be read.
 STATUS_COLOURS = {
     "failed": "LIGHT_RED",
+    "down": "LIGHT_RED",
+    "unreachable": "LIGHT_YELLOW",
     "pending": "YELLOW",
     "accepted": "YELLOW",
 }
@@ -182,7 +188,7 @@ def _is_fleet_report(result):
     Whether ``result`` looks like ``salt-run eos_storage.report`` output: a dict with a
     ``nodes`` mapping of node rows (each with ``capacity_bytes``, ``used_bytes``,
     ``usage_percent`` and ``datasets``, which may be None) and at most the lists
-    ``conflicts`` and ``unreported`` beside it.
+    ``conflicts`` and ``unreported`` and the mapping ``unavailable`` beside it.
     """
     if not isinstance(result, dict) or "nodes" not in result or not set(result) <= FLEET_KEYS:
         return False
@@ -190,6 +196,8 @@ def _is_fleet_report(result):
     if not isinstance(nodes, dict):
         return False
     if not all(isinstance(row, dict) and set(row) >= FLEET_ROW_KEYS for row in nodes.values()):
+        return False
+    if not isinstance(result.get("unavailable", {}), dict):
         return False
     return all(isinstance(result.get(key, []), list) for key in ("conflicts", "unreported"))
 
@@ -203,11 +211,23 @@ def _fleet_table(report, colours):
     unreported = report.get("unreported") or []
     if unreported:
         lines.append("unreported: " + ", ".join(str(node_id) for node_id in unreported))
+    unavailable = report.get("unavailable") or {}
+    if unavailable:
+        lines.append("unavailable: " + ", ".join(_unavailable_cells(unavailable)))
     conflicts = report.get("conflicts") or []
     if conflicts:
         lines.append("conflicts:")
         lines.extend(f"  - {' '.join(str(conflict).split())}" for conflict in conflicts)
     return "\n".join(lines)
+
+
+def _unavailable_cells(unavailable):
+    """``"media (data-3, down)"`` per dataset; a malformed entry shows as it is."""
+    for name, where in sorted(unavailable.items(), key=lambda item: str(item[0])):
+        if isinstance(where, dict):
+            yield f"{name} ({where.get('node')}, {where.get('status')})"
+        else:
+            yield f"{name} ({where})"
 
 
 def _node_row(node_id, row, colours):

@@ -63,18 +63,21 @@ def report(refresh=True):
     refresh
         Ask every member for its dataset sizes first (default). False: the stored reports.
 
-    Returns ``{nodes: {id: {...}}, conflicts, unreported}``.
+    Returns ``{nodes: {id: {...}}, conflicts, unreported, unavailable}``. An unreachable or
+    down node is not asked: its row has ``available: False``, and each dataset placed on it is
+    listed in ``unavailable`` as ``{dataset: {node, status}}``. Those datasets are not moved
+    anywhere (their only copy is on that node); they come back with the node, or an operator
+    restores them.
     """
     with errors.salt_errors():
         fleet = _rebalancer()
         gathered = fleet.refresh() if refresh else {"conflicts": [], "unreported": []}
-    rows = datasets.fleet_report(
-        fleet.registry.records(), fleet.store.reports(), fleet.store.placements()
-    )
+    records, placements = fleet.registry.records(), fleet.store.placements()
     return {
-        "nodes": rows,
+        "nodes": datasets.fleet_report(records, fleet.store.reports(), placements),
         "conflicts": gathered["conflicts"],
         "unreported": gathered["unreported"],
+        "unavailable": datasets.unavailable_datasets(records, placements),
     }
 
 

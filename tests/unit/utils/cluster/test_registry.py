@@ -572,7 +572,10 @@ def test_status_transitions(reg, path, allowed):
 
 def test_set_status_takes_only_active_or_failed(reg):
     bootstrap(reg)
-    with pytest.raises(registry.InvalidTransition, match="set_status takes active, failed, unreachable, down, drained, not"):
+    with pytest.raises(
+        registry.InvalidTransition,
+        match="set_status takes active, failed, unreachable, down, drained, not",
+    ):
         reg.set_status("first", "accepted", "why")
 
 

@@ -573,3 +573,52 @@ def test_a_nodes_report_is_checked_before_it_is_stored(change, message):
         datasets.check_report("n1", {**report({"a": 1}), **change})
     assert str(err.value).startswith("report of n1: ")
     assert message in str(err.value)
+
+
+def test_an_unreachable_data_node_holds_moves_back_and_a_down_one_does_not():
+    # Unreachable may come back any second with its replicas; down is out until it rejoins.
+    records = [
+        {"id": "n1", "status": "unreachable", "roles": ["data"]},
+        {"id": "n2", "status": "down", "roles": []},
+        {"id": "n3", "status": "active", "roles": ["data"]},
+    ]
+    assert datasets.blockers(records, ["data"]) == ["node n1 is unreachable"]
+
+
+def test_unreachable_and_down_nodes_are_not_planned_and_their_datasets_not_moved():
+    records = [
+        {"id": "n1", "status": "unreachable", "roles": ["data"]},
+        {"id": "n2", "status": "down", "roles": ["data"]},
+        {"id": "n3", "status": "active", "roles": ["data"]},
+    ]
+    reports = {node_id: report({}) for node_id in ("n1", "n2", "n3")}
+    placements = {"a": {"node": "n1", "bytes": 10}, "b": {"node": "n2", "bytes": 5}}
+    nodes, planned, _ = datasets.planner_inputs(records, reports, placements, declared("a", "b"))
+    assert [node["id"] for node in nodes] == ["n3"]
+    assert planned == []
+
+
+def test_datasets_on_unreachable_and_down_nodes_are_unavailable():
+    records = [
+        {"id": "n1", "status": "unreachable"},
+        {"id": "n2", "status": "down"},
+        {"id": "n3", "status": "active"},
+        {"id": "n4", "status": "drained"},
+    ]
+    placements = {
+        "a": {"node": "n1", "bytes": 1},
+        "b": {"node": "n2", "bytes": 1},
+        "c": {"node": "n3", "bytes": 1},
+        "orphan": {"node": "gone", "bytes": 1},
+    }
+    assert datasets.unavailable_datasets(records, placements) == {
+        "a": {"node": "n1", "status": "unreachable"},
+        "b": {"node": "n2", "status": "down"},
+    }
+    rows = datasets.fleet_report(records, {}, placements)
+    assert {node: row["available"] for node, row in rows.items()} == {
+        "n1": False,
+        "n2": False,
+        "n3": True,
+        "n4": True,
+    }

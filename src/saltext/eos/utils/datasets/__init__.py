@@ -85,6 +85,7 @@ from .store import JOINING_STATUSES
 from .store import JOURNAL_BANK
 from .store import PLACEMENTS_BANK
 from .store import REPORTS_BANK
+from .store import UNAVAILABLE_STATUSES
 from .store import Store
 from .store import blockers
 from .store import check_report
@@ -94,6 +95,7 @@ from .store import planner_role
 from .store import record_reports
 from .store import report_level
 from .store import time_to_full
+from .store import unavailable_datasets
 
 __all__ = [
     "COMMITTED",
@@ -110,6 +112,7 @@ __all__ = [
     "REPORTS_BANK",
     "STAGING_DIR",
     "SWITCHED",
+    "UNAVAILABLE_STATUSES",
     "Declaration",
     "InvalidDatasets",
     "MoveFailed",
@@ -142,5 +145,6 @@ __all__ = [
     "time_to_full",
     "top_level_dirs",
     "tree_bytes",
+    "unavailable_datasets",
     "waves",
 ]

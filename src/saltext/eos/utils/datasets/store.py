@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from saltext.eos.utils import config
 from saltext.eos.utils import formatting
+from saltext.eos.utils.cluster import registry as node_registry
 from saltext.eos.utils.datasets import rebalance
 from saltext.eos.utils.storage import thresholds
 
@@ -15,10 +16,13 @@ PLACEMENTS_BANK = "eos/datasets"
 REPORTS_BANK = "eos/dataset-nodes"
 JOURNAL_BANK = "eos/dataset-moves"
 
-# Registry statuses that hold moves back: a failed node may hold the only copy of something,
-# and a joining node (pending or accepted, not yet active) changes the mean under the plan.
-FAILED_STATUSES = ("failed",)
+# Registry statuses that hold moves back: a failed or unreachable node may hold the only copy
+# of something (or a replica the plan cannot see), and a joining node (pending or accepted,
+# not yet active) changes the mean under the plan.
+FAILED_STATUSES = ("failed", "unreachable")
 JOINING_STATUSES = ("pending", "accepted")
+# Nodes whose datasets cannot be read: reported unavailable, never moved (the source is gone).
+UNAVAILABLE_STATUSES = ("unreachable", "down")
 
 
 class Store:
@@ -171,9 +175,10 @@ def record_reports(store, reports, declared):
 
 def fleet_report(records, reports, placements):
     """
-    {node: {status, roles, capacity_bytes, used_bytes, usage_percent, level, datasets,
-    time_to_full_seconds, reported_at}} for every node record; the fleet report's rows.
-    Nodes that have not reported have None for what only a report can say.
+    {node: {status, available, roles, capacity_bytes, used_bytes, usage_percent, level,
+    datasets, time_to_full_seconds, reported_at}} for every node record; the fleet report's
+    rows. Nodes that have not reported have None for what only a report can say; ``available``
+    is False for an unreachable or down node, whose datasets cannot be read.
     """
     placed_on = {}
     for name, placement in placements.items():
@@ -186,6 +191,7 @@ def fleet_report(records, reports, placements):
         limits = report.get("thresholds")
         rows[record["id"]] = {
             "status": record.get("status"),
+            "available": record.get("status") not in UNAVAILABLE_STATUSES,
             "roles": list(record.get("roles") or []),
             "capacity_bytes": capacity,
             "used_bytes": used,
@@ -198,6 +204,19 @@ def fleet_report(records, reports, placements):
             "reported_at": report.get("reported_at"),
         }
     return rows
+
+
+def unavailable_datasets(records, placements):
+    """
+    {dataset: {node, status}} for every dataset placed on an unreachable or down node: what
+    the fleet cannot read now. They stay placed there: a copy needs its source.
+    """
+    statuses = {record["id"]: record.get("status") for record in records}
+    return {
+        name: {"node": placement["node"], "status": statuses[placement["node"]]}
+        for name, placement in sorted(placements.items())
+        if statuses.get(placement["node"]) in UNAVAILABLE_STATUSES
+    }
 
 
 def time_to_full(report):
@@ -223,15 +242,15 @@ def planner_role(record_roles, dataset_roles):
 def planner_inputs(records, reports, placements, declared):
     """
     (nodes, datasets, unreported) for ``rebalance.plan`` from node records, node reports,
-    placements and declarations. Only members (accepted or active) that have reported their
-    datasets are planned; the others are listed in ``unreported``.
+    placements and declarations. Only reachable members (accepted or active) that have
+    reported their datasets are planned; the others are listed in ``unreported``.
     """
     dataset_roles = {declaration.role for declaration in declared.values()}
     dataset_roles.add(rebalance.DEFAULT_ROLE)
     nodes, unreported = [], []
     for record in records:
         report = reports.get(record["id"])
-        if record.get("status") not in ("accepted", "active"):
+        if record.get("status") not in node_registry.REACHABLE_STATUSES:
             continue
         if report is None:
             unreported.append(record["id"])
@@ -275,7 +294,7 @@ def blockers(records, roles):
         status = record.get("status")
         node_roles = set(record.get("roles") or [])
         if status in FAILED_STATUSES and (node_roles & set(roles) or not node_roles):
-            found.append(f"node {record['id']} is failed")
+            found.append(f"node {record['id']} is {status}")
         elif status in JOINING_STATUSES:
             found.append(f"node {record['id']} is joining ({status})")
     return found
