@@ -18,7 +18,6 @@ leave them. Tests build on each other, in file order.
 """
 
 import concurrent.futures
-import hashlib
 import json
 import os
 import pathlib
@@ -36,8 +35,10 @@ from saltext.eos.utils import formatting
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.storage import mounts
 from tests.support.cluster import wait_for
+from tests.support.datasets import MB
+from tests.support.datasets import tree_digest
+from tests.support.datasets import write_dataset
 
-MB = 1024 * 1024
 SHARE = 60 * MB
 # alpha holds eight datasets of 4 MB (32 MB of its 60 MB), bravo one of 2 MB, charlie nothing.
 LAYOUT = {"alpha": {f"set-{number}": 4 for number in range(8)}, "bravo": {"small": 2}}
@@ -187,15 +188,6 @@ def fleet(master, minions):
     return started
 
 
-def write_dataset(directory, size_mb):
-    """Files of random bytes (a nested directory and a symbolic link too) adding to size_mb."""
-    (directory / "nested").mkdir(parents=True)
-    for number in range(size_mb):
-        where = directory if number % 2 else directory / "nested"
-        (where / f"part-{number}.bin").write_bytes(os.urandom(MB))
-    (directory / "latest").symlink_to("part-1.bin")
-
-
 def register_data_nodes(master, node_ids, members=()):
     """Make node_ids active data nodes; ``members``, already registered, keep their role."""
     reg = registry.Registry(salt.cache.factory(master.config))
@@ -208,18 +200,6 @@ def register_data_nodes(master, node_ids, members=()):
 
 def store(master):
     return datasets.Store(salt.cache.factory(master.config))
-
-
-def tree_digest(directory):
-    """{relative path: sha256 or link target} of everything under directory."""
-    found = {}
-    for path in sorted(pathlib.Path(directory).rglob("*")):
-        relative = str(path.relative_to(directory))
-        if path.is_symlink():
-            found[relative] = "-> " + os.readlink(path)
-        elif path.is_file():
-            found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 @pytest.fixture(scope="module")

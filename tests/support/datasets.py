@@ -1,6 +1,15 @@
-"""A data node's report, as ``eos_dataset.sizes`` sends it and ``check_report`` reads it."""
+"""
+Datasets for tests: a data node's report, as ``eos_dataset.sizes`` sends it and
+``check_report`` reads it, and real dataset trees on disk with their digests.
+"""
+
+import hashlib
+import os
+import pathlib
 
 from saltext.eos.utils.storage import thresholds
+
+MB = 1024 * 1024
 
 
 def report(sizes, capacity=1000, used=None, host="h"):
@@ -14,3 +23,24 @@ def report(sizes, capacity=1000, used=None, host="h"):
         "thresholds": thresholds.profile("single"),
         "datasets": sizes,
     }
+
+
+def write_dataset(directory, size_mb):
+    """Files of random bytes (a nested directory and a symbolic link too) adding to size_mb."""
+    (directory / "nested").mkdir(parents=True)
+    for number in range(size_mb):
+        where = directory if number % 2 else directory / "nested"
+        (where / f"part-{number}.bin").write_bytes(os.urandom(MB))
+    (directory / "latest").symlink_to("part-1.bin")
+
+
+def tree_digest(directory):
+    """{relative path: sha256 or link target} of everything under directory."""
+    found = {}
+    for path in sorted(pathlib.Path(directory).rglob("*")):
+        relative = str(path.relative_to(directory))
+        if path.is_symlink():
+            found[relative] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found

@@ -71,6 +71,24 @@ class SilentClient:
         self.published.append((tgt, fun))
         return {}
 
+    def run_job(self, tgt, fun, arg=(), tgt_type="glob", kwarg=None, listen=False, **kwargs):
+        """Publish as ``cmd`` does; the answers come back from ``get_returns_no_block``."""
+        jid = f"2025010100000000{len(self._returns()):04d}"
+        answers = self.cmd(tgt, fun, arg=arg, tgt_type=tgt_type, kwarg=kwarg, full_return=True)
+        self._returns()[jid] = answers
+        return {"jid": jid, "minions": list(tgt)}
+
+    def get_returns_no_block(self, tag, match_type=None):
+        """The return events of the job, then the end: the wait for the others ran out."""
+        jid = tag.split("/")[2]
+        for minion, answer in self._returns().pop(jid, {}).items():
+            data = {"id": minion, "return": answer.get("ret"), "retcode": answer.get("retcode")}
+            yield {"tag": f"{tag}{minion}", "data": {**data, "success": True}}
+
+    def _returns(self):
+        # Set on first use: subclasses need not call this class's __init__.
+        return self.__dict__.setdefault("pending_returns", {})
+
 
 @contextlib.contextmanager
 def salt_world(cache, bus, client):

@@ -23,7 +23,13 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_cluster
+from saltext.eos.utils import master
+from saltext.eos.utils.cluster import join
 from saltext.eos.utils.cluster import registry
+from tests.support.clock import Clock
+from tests.support.fleet import Client as FleetClient
+from tests.support.fleet import Fleet
+from tests.support.fleet import cluster as fleet_cluster
 from tests.support.master import salt_world
 
 GIB = 1024**3
@@ -829,7 +835,10 @@ def test_a_pending_node_must_be_accepted_before_it_is_marked(opts, cache, bus):
     assert bus.node_events() == []
 
 
-@pytest.mark.parametrize("status", ["accepted", "rejected", "pending", "removed", "done"])
+@pytest.mark.parametrize(
+    "status",
+    ["accepted", "rejected", "pending", "removed", "done", "unreachable", "down", "drained"],
+)
 def test_set_status_takes_only_active_or_failed(opts, cache, bus, status):
     member(cache, "web-1")
     before = snapshot(cache, opts)
@@ -848,6 +857,221 @@ def test_set_status_of_a_node_without_a_record_is_an_error(opts, cache, bus, key
         eos_cluster.set_status(node_id, "active")
     assert snapshot(cache, opts) == before
     assert bus.node_events() == []
+
+
+# --- drain, uncordon and the hand-over of roles -------------------------------------------
+
+FIVE = {"e1": ["edge"], "c1": ["core"], "c2": ["core"], "d1": ["data"], "a1": ["app"]}
+DRAIN_FIELDS = {
+    "id",
+    "drained",
+    "status",
+    "cordoned",
+    "moved",
+    "failed",
+    "left",
+    "remaining",
+    "roles_changed",
+    "unplaced",
+    "comment",
+    "retcode",
+}
+
+
+@pytest.fixture
+def minions(cache, bus):
+    """Minions that answer as EOS minions do, in place of the silent ones."""
+    fleet = Fleet()
+    with salt_world(cache, bus, FleetClient(fleet)):
+        yield fleet
+
+
+@pytest.fixture
+def join_clock(monkeypatch):
+    """The clock of the join flow the runner builds: waiting for its lease takes no real time."""
+    clock = Clock(time.time())
+    build = master.Master.join_flow
+
+    def join_flow(self):
+        flow = build(self)
+        flow.clock, flow.sleep = clock, clock.sleep
+        return flow
+
+    monkeypatch.setattr(master.Master, "join_flow", join_flow)
+    return clock
+
+
+def five(cache):
+    """Five active members with the roles their joins gave them."""
+    fleet_cluster(seeded(cache), FIVE)
+
+
+def test_drain_hands_a_nodes_roles_over_and_marks_it_drained(cache, bus, context, minions):
+    five(cache)
+
+    answer = eos_cluster.drain("c2")
+
+    assert set(answer) == DRAIN_FIELDS
+    assert (answer["id"], answer["drained"], answer["status"]) == ("c2", True, "drained")
+    assert answer["roles_changed"]["a1"] == {"old": ["app"], "new": ["core"]}
+    assert answer["retcode"] == context.get("retcode", 0) == 0
+    assert seeded(cache).get("c2")["roles"] == []
+    assert seeded(cache).get("a1")["roles"] == ["core"]
+    assert minions.configured() == ["a1", "e1"]
+    assert bus.node_tags() == [
+        NODE_EVENT.format(id="c2", status="cordoned"),
+        NODE_EVENT.format(id="c2", status="drained"),
+    ]
+    assert bus.tags()[-1] == NODE_EVENT.format(id="c2", status="drained")
+    assert "eos/cluster/replacement/done" in bus.tags()
+
+
+def test_a_drain_that_cannot_complete_exits_non_zero_leaving_the_node_cordoned(
+    cache, bus, context, client
+):
+    five(cache)  # the minions do not answer: d1 cannot even report its datasets
+
+    answer = eos_cluster.drain("d1")
+
+    assert set(answer) == DRAIN_FIELDS
+    assert (answer["drained"], answer["status"], answer["cordoned"]) == (False, "active", True)
+    assert "d1 did not report its datasets: nothing moved" in answer["comment"]
+    assert answer["retcode"] == context["retcode"] == 1, "salt-run exits non-zero"
+    record = seeded(cache).get("d1")
+    assert (record["status"], record["cordoned"], record["roles"]) == ("active", True, ["data"])
+    assert bus.node_tags() == [NODE_EVENT.format(id="d1", status="cordoned")]
+
+
+@pytest.mark.parametrize(
+    ("node_id", "message"),
+    [
+        ("ghost", r"ghost: no such node in the registry \[not_found\]"),
+        ("c*", "c\\*"),
+        ("down-1", r"down-1 is down: only an active or accepted node can be drained.*\[conflict\]"),
+    ],
+)
+def test_drain_of_an_unknown_invalid_or_down_node_is_an_error_that_changes_nothing(
+    opts, cache, bus, client, node_id, message
+):
+    fleet_cluster(seeded(cache), {**FIVE, "down-1": []})
+    seeded(cache).set_status("down-1", "unreachable", "missed probes")
+    seeded(cache).set_status("down-1", "down", "unreachable too long")
+    before = snapshot(cache, opts)
+
+    with pytest.raises(SaltInvocationError, match=message):
+        eos_cluster.drain(node_id)
+
+    assert snapshot(cache, opts) == before
+    assert bus.fired == []
+    assert client.published == []
+
+
+def test_uncordon_lifts_the_cordon_a_stopped_drain_left(cache, bus, client):
+    five(cache)
+    eos_cluster.drain("d1")
+    bus.fired.clear()
+
+    answer = eos_cluster.uncordon("d1")
+
+    assert answer == {"id": "d1", "changed": True, "status": "active"}
+    assert seeded(cache).get("d1")["cordoned"] is False
+    assert bus.node_tags() == [NODE_EVENT.format(id="d1", status="uncordoned")]
+
+
+def test_uncordon_of_a_drained_node_accepts_it_again_with_a_join_token(cache, bus, minions):
+    five(cache)
+    eos_cluster.drain("c2")
+    bus.fired.clear()
+
+    answer = eos_cluster.uncordon("c2")
+
+    assert answer == {"id": "c2", "changed": True, "status": "accepted"}
+    ((tag, accepted),) = bus.node_events()
+    assert tag == NODE_EVENT.format(id="c2", status="accepted")
+    assert accepted["join_token"] == seeded(cache).get("c2")["join_token"]
+    assert accepted["cordoned"] is False
+
+
+@pytest.mark.parametrize(
+    ("node_id", "message"), [("ghost", r"ghost: no such node.*\[not_found\]"), ("c 2", "c 2")]
+)
+def test_uncordon_of_an_unknown_or_invalid_id_is_an_error(opts, cache, bus, node_id, message):
+    five(cache)
+    before = snapshot(cache, opts)
+    with pytest.raises(SaltInvocationError, match=message):
+        eos_cluster.uncordon(node_id)
+    assert snapshot(cache, opts) == before
+    assert bus.fired == []
+
+
+def test_removing_a_drained_node_deletes_it_and_has_no_role_to_hand_over(
+    opts, cache, bus, keypair, minions
+):
+    five(cache)
+    give_key(opts, "c2", "accepted", keypair[1])
+    eos_cluster.drain("c2")
+    version = seeded(cache).assignment()["version"]
+    minions.calls.clear()
+
+    answer = eos_cluster.remove("c2")
+
+    assert answer == {"id": "c2", "removed": True, "key": "deleted (was accepted)"}
+    assert seeded(cache).get("c2") is None
+    assert key_states(opts) == {}
+    assert seeded(cache).assignment()["version"] == version
+    assert minions.calls == []
+
+
+def test_removing_a_role_holder_hands_its_roles_over_to_the_live_members(
+    cache, bus, context, minions
+):
+    five(cache)
+
+    answer = eos_cluster.remove("c2")
+
+    assert answer["removed"] is True
+    replaced = answer["replacement"]
+    assert replaced["outcome"] == "done"
+    assert replaced["reason"] == "removal of c2"
+    assert replaced["changes"]["a1"] == {"old": ["app"], "new": ["core"]}
+    assert seeded(cache).get("a1")["roles"] == ["core"]
+    assert "c2" not in seeded(cache).assignment()["assignments"]
+    assert minions.configured() == ["a1", "e1"]
+    assert context.get("retcode", 0) == 0
+    assert bus.data("eos/cluster/replacement/done")[0]["run"] == replaced["run"]
+
+
+def test_a_hand_over_that_fails_is_rolled_back_and_exits_non_zero(cache, context, minions):
+    five(cache)
+    minions.failing_state.add("a1")
+
+    answer = eos_cluster.reject("c2")
+
+    assert answer["status"] == "rejected"
+    assert answer["replacement"]["outcome"] == "failed"
+    assert seeded(cache).get("a1")["roles"] == ["app"], "rolled back"
+    assert seeded(cache).get("c2")["roles"] == [], "a rejected node gets no role back"
+    assert context["retcode"] == 1
+
+
+def test_a_hand_over_while_a_join_holds_the_lease_is_postponed(cache, bus, join_clock, minions):
+    five(cache)
+    cache.store(
+        registry.CLUSTER_BANK,
+        join.LEASE_KEY,
+        {"node": "web-9", "run": "join-of-web-9", "expires_at": join_clock() + 3600},
+    )
+
+    answer = eos_cluster.reject("c2")
+
+    assert answer["status"] == "rejected", "the rejection itself stands"
+    assert answer["replacement"]["outcome"] == "postponed"
+    assert "web-9 (run join-of-web-9) still holds the lease" in answer["replacement"]["error"]
+    # Nothing moved: the assignment still names c2, for the lifecycle engine to re-place later.
+    assert seeded(cache).assignment()["assignments"]["c2"] == ["core"]
+    assert seeded(cache).get("a1")["roles"] == ["app"]
+    assert minions.calls == []
+    assert cache.fetch(registry.CLUSTER_BANK, join.LEASE_KEY)["run"] == "join-of-web-9"
 
 
 # --- info ---------------------------------------------------------------------------------

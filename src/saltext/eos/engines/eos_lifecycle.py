@@ -17,8 +17,9 @@ does the same by hand). When a member went down, or the assignment still gives r
 node that is down, drained, rejected or removed, it runs a replacement
 (``eos_lifecycle.replace``) in the same process: probing waits while the replacement
 configures nodes, and goes on after it. A failed replacement is tried again after
-``eos:lifecycle:retry_seconds``. A node is so found unreachable at most ``grace_seconds``
-plus one probe interval after its last answer (plus the length of a replacement running then).
+``eos:lifecycle:retry_seconds``, until one succeeds or has nothing to change. A node is so
+found unreachable at most ``grace_seconds`` plus one probe interval and one probe timeout
+after it stopped answering (plus the length of a replacement running then).
 
 The settings are read again on every pass: a changed master config applies without a restart.
 An error in one pass is logged and the next pass runs.
@@ -49,29 +50,39 @@ def start(interval=None):
     """
     here = master.Master(__opts__)
     log.info("eos_lifecycle: failure detection started")
+    previous = None
     while True:
         started = time.monotonic()
         every = interval or lifecycle.DEFAULTS["probe_interval_seconds"]
         try:
-            every = interval or one_pass(here)
+            previous, configured = one_pass(here, previous)
+            every = interval or configured  # ``interval`` only sets the wait
         except Exception:  # pylint: disable=broad-except
             # A broken pass (a cache error, a bad setting) must not end detection for good.
+            previous = None
             log.exception("eos_lifecycle: this pass failed; the next one runs in %s s", every)
         time.sleep(max(0.0, every - (time.monotonic() - started)))
 
 
-def one_pass(here):
-    """One probe, and a replacement when one is due; returns the probe interval to keep."""
+def one_pass(here, previous=None):
+    """
+    One probe (``previous``: the last pass's), and a replacement when one is due; returns
+    ``(probe, probe interval to keep)``.
+    """
     detector = here.lifecycle()
-    outcome = detector.probe()
-    registry = detector.registry
-    stale = replacements.stale_holders(registry)
-    if outcome.went_down or (stale and _retry_due(here, detector.settings)):
-        reason = (
-            f"down: {', '.join(outcome.went_down)}"
-            if outcome.went_down
-            else f"roles held by nodes that left: {', '.join(stale[:5])}"
-        )
+    outcome = detector.probe(previous)
+    stale = replacements.stale_holders(detector.registry)
+    last = here.replacement().last()
+    # A failed run is retried even with no stale holder left: its rollback drops a removed
+    # node from the assignment, and the roles it held are still missing.
+    failed = bool(last) and last.get("outcome") == "failed"
+    if outcome.went_down or ((stale or failed) and _retry_due(last, detector.settings)):
+        if outcome.went_down:
+            reason = f"down: {', '.join(outcome.went_down)}"
+        elif stale:
+            reason = f"roles held by nodes that left: {', '.join(stale[:5])}"
+        else:
+            reason = f"retry of the failed replacement {last['run']}"
         record = here.replacement().run(reason)
         log.warning(
             "eos_lifecycle: replacement %s (%s): %s",
@@ -79,11 +90,10 @@ def one_pass(here):
             reason,
             record["outcome"],
         )
-    return detector.settings.probe_interval_seconds
+    return outcome, detector.settings.probe_interval_seconds
 
 
-def _retry_due(here, limits):
-    last = here.replacement().last()
+def _retry_due(last, limits):
     if not last or last.get("outcome") != "failed":
         return True
     return time.time() - last.get("finished_at", 0) >= limits.retry_seconds

@@ -296,12 +296,12 @@ def drain(node_id):
 
     A drain that cannot complete (no room, a pin, a failed copy, a failed role hand-over)
     stops where it is: the node stays cordoned and active, every dataset not verifiably moved
-    stays on it, and ``comment`` and ``remaining`` say what is left (retcode 1). Running it
-    again goes on from there; ``eos_cluster.uncordon`` gives up.
+    stays on it, and ``comment`` and ``remaining`` say what is left (retcode 1: salt-run
+    exits with it). Running it again goes on from there; ``eos_cluster.uncordon`` gives up.
 
     Returns ``{id, drained, status, cordoned, moved, failed, left, remaining,
-    roles_changed, unplaced, comment}``. Fires ``eos/cluster/node/<id>/cordoned`` and, at
-    the end, ``eos/cluster/node/<id>/drained``.
+    roles_changed, unplaced, comment, retcode}``. Fires ``eos/cluster/node/<id>/cordoned``
+    and, at the end, ``eos/cluster/node/<id>/drained``.
     """
     _check_id(node_id)
     here = _master()
@@ -316,9 +316,7 @@ def drain(node_id):
     after = reg.summary()["scale"]
     if after != before:
         _refresh_pillars(before, after)
-    if not result["drained"]:
-        __context__["retcode"] = 1
-    return result
+    return errors.with_retcode(__context__, result, 0 if result["drained"] else 1)
 
 
 def uncordon(node_id):

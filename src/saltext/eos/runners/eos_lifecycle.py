@@ -55,7 +55,8 @@ def probe():
     hold_down}``; ``held`` lists nodes whose change waits (damped, or down held while too
     many members miss the same probe).
     """
-    return master.Master(__opts__).lifecycle().probe().as_dict()
+    with errors.salt_errors():  # a bad registry setting, a busy lock: Salt's errors
+        return master.Master(__opts__).lifecycle().probe().as_dict()
 
 
 def replace(reason="by an operator"):
@@ -70,13 +71,14 @@ def replace(reason="by an operator"):
 
     Returns the run's record: ``outcome`` (unchanged, done or failed), ``changes``
     ``{id: {old, new}}``, ``configured``, ``unplaced`` (roles the live members cannot hold,
-    with the reason), and on failure ``error`` and ``rollback``.
+    with the reason), and on failure ``error``, ``rollback`` and ``retcode`` 1 (salt-run exits
+    with it).
     """
     here = master.Master(__opts__)
     with errors.salt_errors(failure_errors=(errors.OperationFailed,)):
         record = here.replacement().run(reason)
     if record["outcome"] == "failed":
-        __context__["retcode"] = 1
+        return errors.with_retcode(__context__, record, 1)
     return record
 
 

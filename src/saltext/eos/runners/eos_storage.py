@@ -145,11 +145,9 @@ def react(node, level=None):
 
 
 def _with_retcode(result):
-    # salt-run exits with a returned retcode, and an orchestration's salt.runner step fails
-    # on the context's: a refused or partly done rebalance must not look like a finished one.
-    if "retcode" in result:
-        __context__["retcode"] = result["retcode"]
-    return result
+    if "retcode" not in result:
+        return result
+    return errors.with_retcode(__context__, result, result["retcode"])
 
 
 def _rebalancer():

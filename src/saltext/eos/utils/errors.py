@@ -127,3 +127,13 @@ def salt_errors(prefix=None, caller_errors=(), failure_errors=()):
         yield
     except EosError as err:
         raise to_salt(err, prefix, caller_errors, failure_errors) from err
+
+
+def with_retcode(context, result, retcode):
+    """
+    ``result`` with ``retcode`` in it, and in the runner's ``context``: salt-run exits with a
+    retcode it finds in the return, and an orchestration's ``salt.runner`` step fails on the
+    context's. A refused or partly done operation must not look like a finished one to either.
+    """
+    context["retcode"] = retcode
+    return {**result, "retcode": retcode}

@@ -18,6 +18,7 @@ Events:
 
 import copy
 import logging
+import time
 from dataclasses import dataclass
 
 import salt.client
@@ -113,6 +114,37 @@ class Master:
             if isinstance(answer, dict)
         }
 
+    def call_within(self, targets, fun, args=(), kwargs=None, timeout=None):
+        """
+        ``call``, with the answers that arrive within ``timeout`` seconds and not one moment
+        more. Salt's ``cmd`` asks the silent minions whether they still run the job and waits
+        ``gather_job_timeout`` (10 s) for that too: a probe of a dead minion would last three
+        times its timeout, and the detector's bound with it.
+        """
+        expected = set(targets)
+        deadline = time.monotonic() + (timeout or self.opts.get("timeout", 5))
+        answers = {}
+        with self._client() as client:
+            published = client.run_job(
+                sorted(expected),
+                fun,
+                arg=list(args),
+                kwarg=kwargs or {},
+                tgt_type="list",
+                listen=True,
+            )
+            if not published or "jid" not in published:
+                return answers
+            for event in client.get_returns_no_block(f"salt/job/{published['jid']}/ret/"):
+                data = (event or {}).get("data") or {}
+                if data.get("id") in expected and "return" in data:
+                    answers[data["id"]] = Answer(
+                        data["return"], data.get("retcode", 0) or 0, data.get("success", True)
+                    )
+                if len(answers) == len(expected) or time.monotonic() >= deadline:
+                    break
+        return answers
+
     # --- the flows the runners and the lifecycle engine run ---
 
     def join_flow(self):
@@ -143,7 +175,7 @@ class Master:
             limits = lifecycle.settings(self.layers())
         return lifecycle.Lifecycle(
             registry=self.registry(on_change=self.fire_status_change),
-            call=self.call,
+            call=self.call_within,
             settings=limits,
         )
 

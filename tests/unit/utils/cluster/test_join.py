@@ -12,6 +12,7 @@ from saltext.eos.utils import config
 from saltext.eos.utils import master
 from saltext.eos.utils.cluster import join
 from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import roles as role_rules
 from tests.support.clock import Clock
 from tests.support.memory_cache import MemoryCache
 
@@ -489,3 +490,53 @@ def test_a_retry_after_a_failed_join_gets_a_new_token(reg, fleet, flow):
     reg.accept("n1")
 
     assert reg.get("n1")["join_token"] not in (None, first)
+
+
+# --- cordons and leaving nodes in the placement ------------------------------------------------
+
+
+def pinned(policy):
+    return {node: list(held) for node, held in policy.pins.items()}
+
+
+def test_a_cordoned_node_keeps_the_roles_it_holds_and_gets_no_new_one():
+    site = role_rules.policy({"pins": {"pinned": ["edge"]}, "exclude": ["spare"]})
+    records = [
+        {"id": "c1", "cordoned": True, "roles": ["core"]},
+        {"id": "idle", "cordoned": True, "roles": []},
+        {"id": "pinned", "cordoned": True, "roles": ["data"]},  # the site's pin stands
+        {"id": "free", "roles": ["app"]},
+    ]
+
+    policy = join.placement_policy(site, records)
+
+    assert pinned(policy) == {"c1": ["core"], "pinned": ["edge"]}
+    assert policy.exclude == frozenset({"idle", "spare"})
+    assert pinned(site) == {"pinned": ["edge"]}, "the site's policy itself is left as it was"
+
+
+def test_a_leaving_node_is_excluded_whatever_the_site_pins():
+    site = role_rules.policy({"pins": {"out": ["data"], "other": ["edge"]}})
+    records = [{"id": "out", "cordoned": True, "roles": ["data"]}]
+
+    policy = join.placement_policy(site, records, leaving=["out"])
+
+    assert pinned(policy) == {"other": ["edge"]}
+    assert policy.exclude == frozenset({"out"})
+
+
+def test_the_join_places_no_role_on_a_cordoned_node(reg, fleet, flow):
+    for node_id in ("n1", "n2"):
+        accept(reg, node_id)
+        add(flow, node_id)
+    accept(reg, "n3")
+    fleet.record_registration("n3")
+    reg.update("n3", cordoned=True)
+    members = [record for record in reg.records() if record["status"] in ("accepted", "active")]
+
+    solved = flow.solve_roles(members)
+
+    assert solved["assignments"].get("n3", []) == [], "uncordoned, n3 would be the data node"
+    reg.update("n3", cordoned=False)
+    members = [record for record in reg.records() if record["status"] in ("accepted", "active")]
+    assert flow.solve_roles(members)["assignments"]["n3"] == ["data"]

@@ -721,6 +721,198 @@ def test_a_record_becomes_a_role_solver_node(reg):
     assert parsed.rack == "r1"
 
 
+# --- the lifecycle statuses: unreachable, down, drained -----------------------------------------
+
+
+def member(reg, node_id):
+    """An active member (the first node bootstraps the cluster, so the rest are accepted too)."""
+    reg.register(node_id, registration(), AUTO, never_matches)
+    reg.set_status(node_id, "active", "joined")
+
+
+def lifecycle_step(reg, node_id, step):
+    """One change as the flows make it: accept, reject, or set_status to a flow status."""
+    if step == "accepted":
+        return reg.accept(node_id, "back through the join flow")
+    if step == "rejected":
+        return reg.reject(node_id)
+    return reg.set_status(node_id, step, f"{step} by the lifecycle")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ["unreachable", "active"],  # answered again before it was down: roles untouched
+        ["unreachable", "down", "accepted"],  # a down node comes back through its join
+        ["unreachable", "down", "rejected"],
+        ["unreachable", "drained"],
+        ["unreachable", "rejected"],
+        ["drained", "accepted"],  # uncordoned after a drain: joins again
+        ["drained", "rejected"],
+    ],
+)
+def test_every_lifecycle_transition_is_allowed_and_kept_in_the_history(reg, events, path):
+    bootstrap(reg)
+    member(reg, "n")
+    events.clear()
+    for step in path:
+        assert lifecycle_step(reg, "n", step).transitions == [step]
+    assert reg.get("n")["status"] == path[-1]
+    assert [entry["status"] for entry in reg.get("n")["history"]][-len(path) :] == path
+    assert events == [("n", step) for step in path]
+
+
+def test_an_accepted_node_can_be_drained_before_its_join(reg):
+    bootstrap(reg)
+    reg.register("n", registration(), AUTO, never_matches)
+    assert reg.set_status("n", "drained", "drained").transitions == ["drained"]
+
+
+@pytest.mark.parametrize(
+    ("path", "forbidden"),
+    [
+        (["unreachable", "down"], "active"),  # a down node's roles moved: it must join again
+        (["drained"], "active"),  # a drained node must join again
+        (["unreachable", "down"], "drained"),  # nothing left to copy from a down node
+        (["drained"], "down"),
+        ([], "down"),  # down only after unreachable
+        (["failed"], "unreachable"),  # the probes watch members only
+    ],
+)
+def test_a_forbidden_lifecycle_transition_changes_nothing(reg, events, path, forbidden):
+    bootstrap(reg)
+    member(reg, "n")
+    for step in path:
+        lifecycle_step(reg, "n", step)
+    before = reg.get("n")
+    summary = reg.summary()
+    events.clear()
+    was = path[-1] if path else "active"
+    with pytest.raises(registry.InvalidTransition, match=f"n: cannot go from {was} to {forbidden}"):
+        reg.set_status("n", forbidden, "not allowed")
+    assert reg.get("n") == before
+    assert reg.summary() == summary
+    assert events == []
+
+
+def test_an_accepted_node_is_not_probed_into_unreachable(reg):
+    bootstrap(reg)
+    with pytest.raises(registry.InvalidTransition, match="cannot go from accepted to unreachable"):
+        reg.set_status("first", "unreachable", "missed probes")
+
+
+def test_unreachable_nodes_are_members_and_down_or_drained_ones_are_not(reg):
+    bootstrap(reg)
+    for node_id in ("b", "c", "d"):
+        member(reg, node_id)
+    assert (reg.summary()["node_count"], reg.summary()["scale"]) == (4, "medium")
+    reg.set_status("b", "unreachable", "missed probes")
+    assert (reg.summary()["node_count"], reg.summary()["scale"]) == (4, "medium")
+    reg.set_status("b", "down", "unreachable too long")
+    reg.set_status("c", "drained", "drained")
+    summary = reg.summary()
+    assert (summary["node_count"], summary["scale"]) == (2, "small")
+    assert (summary["counts"]["down"], summary["counts"]["drained"]) == (1, 1)
+
+
+def test_the_summary_names_the_holders_of_the_roles_edges_are_configured_from(reg):
+    bootstrap(reg)
+    for node_id in ("b", "c"):
+        member(reg, node_id)
+    reg.store_assignment({"first": ["monolith"]})
+    assert reg.summary()["holders"] == {"core": [], "monolith": ["first"]}
+    reg.store_assignment({"first": ["edge"], "c": ["core"], "b": ["core"]})
+    assert reg.summary()["holders"] == {"core": ["b", "c"], "monolith": []}
+    reg.store_assignment({"first": ["edge"], "c": ["core"], "b": ["data"]})
+    assert reg.summary()["holders"] == {"core": ["c"], "monolith": []}
+
+
+@pytest.mark.parametrize("leaves", ["drained", "rejected"])
+def test_a_drained_or_rejected_node_drops_its_roles_and_leaves_the_holders(reg, leaves):
+    bootstrap(reg)
+    for node_id in ("b", "c"):
+        member(reg, node_id)
+    reg.store_assignment({"first": ["edge"], "b": ["core"], "c": ["core"]})
+
+    lifecycle_step(reg, "b", leaves)
+
+    assert reg.get("b")["roles"] == []
+    summary = reg.summary()
+    assert summary["holders"]["core"] == ["c"]
+    assert summary["roles"] == {"core": 1, "edge": 1}
+
+
+@pytest.mark.parametrize("leaves", ["drained", "rejected"])
+def test_an_assignment_still_naming_a_drained_or_rejected_node_gives_it_no_role(reg, leaves):
+    # What a failed replacement stores: the assignment from before the node left.
+    bootstrap(reg)
+    for node_id in ("b", "c"):
+        member(reg, node_id)
+    before = {"first": ["edge"], "b": ["core"], "c": ["core"]}
+    reg.store_assignment(before)
+    lifecycle_step(reg, "b", leaves)
+
+    stored = reg.store_assignment(before)
+
+    assert reg.get("b")["roles"] == []
+    assert stored["changes"] == {}
+    summary = reg.summary()
+    assert summary["holders"]["core"] == ["c"], "no edge is pointed at it again"
+    assert summary["roles"] == {"core": 1, "edge": 1}
+    assert reg.assignment()["assignments"]["b"] == ["core"], "still named: a replacement is due"
+
+
+@pytest.mark.parametrize("path", [["unreachable"], ["unreachable", "down"]])
+def test_an_unreachable_or_down_node_keeps_its_roles_until_they_are_replaced(reg, path):
+    bootstrap(reg)
+    member(reg, "b")
+    reg.store_assignment({"first": ["edge"], "b": ["core"]})
+    for step in path:
+        lifecycle_step(reg, "b", step)
+    assert reg.get("b")["roles"] == ["core"]
+    assert reg.summary()["holders"]["core"] == ["b"]
+    assert reg.assignment()["assignments"]["b"] == ["core"]
+
+
+def test_a_removed_node_leaves_the_holders(reg):
+    bootstrap(reg)
+    member(reg, "b")
+    reg.store_assignment({"first": ["edge"], "b": ["core"]})
+    reg.remove("b")
+    assert reg.summary()["holders"]["core"] == []
+    assert reg.summary()["roles"] == {"edge": 1}
+
+
+def test_update_stores_fields_without_a_status_change(reg, events):
+    bootstrap(reg)
+    member(reg, "b")
+    summary = reg.summary()
+    history = reg.get("b")["history"]
+    events.clear()
+
+    record = reg.update("b", liveness={"missed_since": 12.0})
+
+    assert record["liveness"] == {"missed_since": 12.0}
+    assert reg.get("b") == record
+    assert (record["status"], record["history"]) == ("active", history)
+    assert events == [], "no status change, nothing announced"
+
+    record = reg.update("b", reason="cordoned for a drain", cordoned=True)
+
+    assert reg.get("b")["cordoned"] is True
+    assert reg.get("b")["liveness"] == {"missed_since": 12.0}, "other fields are kept"
+    assert record["history"][-1]["status"] == "active"
+    assert record["history"][-1]["reason"] == "cordoned for a drain"
+    assert reg.summary()["counts"] == summary["counts"]
+    assert events == []
+
+
+def test_update_of_an_unknown_node_is_a_clear_error(reg):
+    with pytest.raises(registry.UnknownNode, match="ghost: no such node in the registry"):
+        reg.update("ghost", cordoned=True)
+    assert reg.node_ids() == []
+
+
 # --- the lock ------------------------------------------------------------------------------------
 
 

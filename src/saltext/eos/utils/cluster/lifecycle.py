@@ -27,9 +27,12 @@ Master configuration, every key optional:
 The states:
 
 ``active`` -> ``unreachable``
-    the node has missed every probe for ``grace_seconds`` (and at least ``MIN_MISSED_PROBES``
-    probes: a clock jumping ahead cannot cut the grace short by itself). It keeps its roles
-    and still counts toward the scale: a short outage moves nothing.
+    the node has answered no probe sent in the last ``grace_seconds`` (counted from the send
+    time of the last probe it answered, and over at least ``MIN_MISSED_PROBES`` missed
+    probes: a clock jumping ahead cannot cut the grace short by itself). So a node that dies
+    is unreachable at most ``grace_seconds`` + one ``probe_interval_seconds`` + one
+    ``probe_timeout_seconds`` later. It keeps its roles and still counts toward the scale: a
+    short outage moves nothing.
 ``unreachable`` -> ``active``
     it answered again before it was down: no role changes.
 ``unreachable`` -> ``down``
@@ -145,18 +148,20 @@ class Verdict:
     reason: str = ""
 
 
-def assess(status, liveness, answered, now, limits, hold_down=False):
+def assess(status, liveness, answered, now, limits, hold_down=False, heard_at=None):
     """
-    The verdict on a node in ``status`` with its stored ``liveness``, after a probe at ``now``
-    that it ``answered`` or not. ``hold_down``: too many members missed this probe to mark
-    any node down. Pure: the same inputs give the same verdict.
+    The verdict on a node in ``status`` with its stored ``liveness``, after a probe sent at
+    ``now`` that it ``answered`` or not. ``hold_down``: too many members missed this probe
+    to mark any node down. ``heard_at``: when the last probe it answered was sent, if known
+    (the node has been silent since then at most). Pure: the same inputs give the same
+    verdict.
     """
     current = {**empty_liveness(), **(liveness or {})}
     window_start = now - limits.flap_window_seconds
     current["returns"] = [at for at in current["returns"] if at > window_start]
     if answered:
         return _answered(status, current, now, limits)
-    return _missed(status, current, now, limits, hold_down)
+    return _missed(status, current, now, limits, hold_down, heard_at)
 
 
 def _answered(status, liveness, now, limits):
@@ -175,10 +180,10 @@ def _answered(status, liveness, now, limits):
     return Verdict("accepted", back, "answers the master's probe again after being down")
 
 
-def _missed(status, liveness, now, limits, hold_down):
+def _missed(status, liveness, now, limits, hold_down, heard_at):
     missed = {**liveness, "answering_since": None}
     if status == "active":
-        missed["missed_since"] = liveness["missed_since"] or now
+        missed["missed_since"] = liveness["missed_since"] or (now if heard_at is None else heard_at)
         missed["missed_probes"] = liveness["missed_probes"] + 1
         silent = now - missed["missed_since"]
         if silent >= limits.grace_seconds and missed["missed_probes"] >= MIN_MISSED_PROBES:
@@ -218,6 +223,11 @@ class Probe:
     changes: list = field(default_factory=list)
     held: list = field(default_factory=list)
     hold_down: bool = False
+    sent_at: float | None = None  # the master's clock when the probe went out
+
+    def heard_at(self, node_id):
+        """When ``node_id`` was last heard from by this probe (its send time), or None."""
+        return self.sent_at if node_id in self.answered else None
 
     @property
     def went_down(self):
@@ -243,19 +253,25 @@ class Lifecycle:
     settings: Settings
     clock: object = time.time
 
-    def probe(self):
-        """Ping every probed member once and apply the verdicts; returns the Probe."""
+    def probe(self, previous=None):
+        """
+        Ping every probed member once and apply the verdicts; returns the Probe.
+        ``previous``: the Probe before this one, if this process ran it: a node that answered
+        it has been silent since it was sent, not only since this one was.
+        """
         records = [
             record for record in self.registry.records() if record.get("status") in PROBED_STATUSES
         ]
-        outcome = Probe(probed=[record["id"] for record in records])
+        # Silence counts from when a probe went out, not from when its wait ended: a probe's
+        # own timeout must not stretch the grace period.
+        now = self.clock()
+        outcome = Probe(probed=[record["id"] for record in records], sent_at=now)
         if not records:
             return outcome
         answers = self.call(
             outcome.probed, "test.ping", timeout=self.settings.probe_timeout_seconds
         )
         outcome.answered = sorted(node for node, answer in answers.items() if answer.ret is True)
-        now = self.clock()
         live = [record for record in records if record["status"] != "down"]
         silent = [record for record in live if record["id"] not in outcome.answered]
         outcome.hold_down = len(silent) >= 2 and len(
@@ -277,9 +293,19 @@ class Lifecycle:
                 now,
                 self.settings,
                 outcome.hold_down,
+                heard_at=self._heard_at(previous, record["id"], now),
             )
             self._apply(record, verdict, outcome)
         return outcome
+
+    def _heard_at(self, previous, node_id, now):
+        # Only the probe just before counts: after a long pause (a replacement ran in this
+        # process) nobody asked in between, so the silence is not known to be that long.
+        if previous is None or previous.sent_at is None:
+            return None
+        if now - previous.sent_at > 2 * self.settings.probe_interval_seconds:
+            return None
+        return previous.heard_at(node_id)
 
     def _apply(self, record, verdict, outcome):
         node_id = record["id"]
@@ -292,7 +318,8 @@ class Lifecycle:
                 return
             if verdict.status == "accepted":
                 self.registry.update(node_id, liveness=verdict.liveness)
-                self.registry.accept(node_id, verdict.reason)
+                # Only from down: an operator may have rejected it while the probe ran.
+                self.registry.accept(node_id, verdict.reason, only_from=("down",))
             else:
                 self.registry.set_status(
                     node_id, verdict.status, verdict.reason, liveness=verdict.liveness

@@ -324,9 +324,15 @@ class Registry:
                 self._store(record)
         return self._announce(Outcome(record, transitions))
 
-    def accept(self, node_id, reason="accepted by an operator"):
-        """Make ``node_id`` a member; accepting a member again changes nothing."""
-        return self._change(node_id, "accepted", reason, unchanged_from=MEMBER_STATUSES)
+    def accept(self, node_id, reason="accepted by an operator", only_from=None):
+        """
+        Make ``node_id`` a member; accepting a member again changes nothing. ``only_from``:
+        the statuses it may be accepted from, checked under the lock (InvalidTransition
+        otherwise), for a caller that decided on a status it read earlier.
+        """
+        return self._change(
+            node_id, "accepted", reason, unchanged_from=MEMBER_STATUSES, only_from=only_from
+        )
 
     def reject(self, node_id, reason="rejected by an operator"):
         """Reject ``node_id``; it loses its roles."""
@@ -417,7 +423,14 @@ class Registry:
             summary = self.summary()
             version = _next_version(summary["assignment_version"], version)
             previous = (self.assignment() or {}).get("assignments", {})
-            changes = self._write_roles(wanted, previous)
+            # A rejected or drained node holds no role even where the assignment still names
+            # it (a failed replacement restores the one from before, so that it is tried
+            # again): its record, the role counts and the holders the edges read leave it out.
+            held = {
+                node_id: [] if self.get(node_id)["status"] in ROLELESS_STATUSES else roles
+                for node_id, roles in wanted.items()
+            }
+            changes = self._write_roles(held, previous)
             self.cache.store(
                 CLUSTER_BANK,
                 ASSIGNMENT_KEY,
@@ -427,8 +440,8 @@ class Registry:
                     "stored_at": formatting.timestamp(self.clock()),
                 },
             )
-            summary["roles"] = _role_counts(wanted.values())
-            summary["holders"] = _holders(wanted)
+            summary["roles"] = _role_counts(held.values())
+            summary["holders"] = _holders(held)
             summary["assignment_version"] = version
             self._store_summary(summary)
         return {"version": version, "changes": changes}
@@ -462,10 +475,15 @@ class Registry:
             )
         return True
 
-    def _change(self, node_id, status, reason, unchanged_from, fields=None):
+    def _change(self, node_id, status, reason, unchanged_from, fields=None, only_from=None):
         check_node_id(node_id)
         with self.lock:
             record = self._existing(node_id)
+            if only_from is not None and record["status"] not in only_from:
+                raise InvalidTransition(
+                    f"{node_id} is {record['status']} now, not {' or '.join(only_from)}: "
+                    f"not {status}"
+                )
             if record["status"] in unchanged_from:
                 return Outcome(record, note=f"already {record['status']}")
             now = self.clock()

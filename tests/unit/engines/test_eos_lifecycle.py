@@ -1,0 +1,407 @@
+"""
+The eos_lifecycle engine over a real registry in an in-memory Salt cache.
+
+Only the outside world is stood in for: the Salt cache backend, the master's event bus, a
+LocalClient whose minions answer as EOS minions do (the ``silent`` ones answer nothing), and
+the engine's clock (its ``time`` module: wall clock, monotonic clock and sleep). Expectations
+come from the engine's documentation.
+"""
+
+import copy
+import logging
+import time
+
+import pytest
+
+from saltext.eos.engines import eos_lifecycle as engine
+from saltext.eos.utils import master
+from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import replacement
+from tests.support.master import Bus
+from tests.support.master import SilentClient
+from tests.support.master import salt_world
+from tests.support.memory_cache import MemoryCache
+
+GB = 1000**3
+SMALL_CATALOGUE = {
+    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
+    for role in ("monolith", "edge", "core", "data", "app")
+}
+RESOURCES = {
+    "cpu_cores": 4,
+    "memory_bytes": 8 * 1024**3,
+    "disks": [{"name": "vda", "size_bytes": 100 * GB, "storage_type": "ssd"}],
+}
+DONE = "eos/cluster/replacement/done"
+FAILED = "eos/cluster/replacement/failed"
+
+
+class Fleet(SilentClient):
+    """
+    Salt's LocalClient over EOS minions: ``silent`` minions answer nothing, ``failing_state``
+    minions fail their state runs. Every job is kept in ``calls`` as (minion, function).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.silent = set()
+        self.failing_state = set()
+        self.calls = []
+
+    def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", full_return=False, kwarg=None,
+            **kwargs):  # fmt: skip
+        assert tgt_type == "list"
+        answers = {}
+        for minion in tgt:
+            self.calls.append((minion, fun))
+            if minion not in self.silent:
+                ret, retcode = self.answer(minion, fun, dict(kwarg or {}))
+                answers[minion] = {"ret": ret, "retcode": retcode, "jid": "1"}
+        return answers
+
+    def answer(self, minion, fun, kwargs):
+        if fun in ("test.ping", "saltutil.refresh_pillar"):
+            return True, 0
+        if fun == "eos_cluster.checkpoint":
+            return {"id": f"{kwargs['label']}-{minion}"}, 0
+        if fun == "eos_cluster.rollback":
+            return {"id": kwargs["checkpoint_id"]}, 0
+        if fun == "state.show_top":
+            return {"base": ["eos.roles"]}, 0
+        if fun in ("state.highstate", "state.apply"):
+            failed = minion in self.failing_state
+            chunk = {
+                "__id__": "eos_role_file",
+                "__run_num__": 0,
+                "result": not failed,
+                "comment": "Permission denied" if failed else "File is in the correct state",
+            }
+            return {"file_|-eos_role_file_|-/etc/eos/role.yaml_|-managed": chunk}, 2 * failed
+        raise AssertionError(f"{minion} was asked to run {fun}")
+
+    def asked(self, fun):
+        return sorted({minion for minion, called in self.calls if called == fun})
+
+
+class EngineTime:
+    """The engine's ``time`` module: the wall clock ``ahead`` of the real one, a monotonic
+    clock each pass of which lasts ``pass_seconds``, and a sleep that calls ``on_sleep``."""
+
+    def __init__(self):
+        self.ahead = 0.0
+        self.mono = 0.0
+        self.pass_seconds = 0.0
+        self.slept = []
+        self.on_sleep = lambda seconds: None
+
+    def time(self):
+        return time.time() + self.ahead
+
+    def monotonic(self):
+        self.mono += self.pass_seconds  # read at the start and at the end of a pass
+        return self.mono
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.on_sleep(seconds)
+
+
+class Stop(Exception):
+    """Ends the engine's loop from its sleep: the master stops."""
+
+
+@pytest.fixture
+def cache():
+    return MemoryCache()
+
+
+@pytest.fixture
+def bus():
+    return Bus()
+
+
+@pytest.fixture
+def fleet():
+    return Fleet()
+
+
+@pytest.fixture
+def opts(tmp_path):
+    (tmp_path / "cache").mkdir()
+    return {
+        "__role": "master",
+        "cache": "localfs",
+        "cachedir": str(tmp_path / "cache"),
+        "sock_dir": str(tmp_path / "sock"),
+        "conf_file": str(tmp_path / "master"),
+        "eos": {"roles": {"catalog": SMALL_CATALOGUE}, "lifecycle": {"retry_seconds": 60}},
+    }
+
+
+@pytest.fixture
+def configure_loader_modules(opts):
+    return {engine: {"__opts__": opts}}
+
+
+@pytest.fixture(autouse=True)
+def world(cache, bus, fleet):
+    with salt_world(cache, bus, fleet):
+        yield
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = EngineTime()
+    monkeypatch.setattr(engine, "time", fake)
+    return fake
+
+
+def seeded(cache):
+    return registry.Registry(cache)
+
+
+def cluster(opts, cache, *node_ids):
+    """Active members with resources and the roles the solver gives them; {id: roles}."""
+    reg = seeded(cache)
+    for node_id in node_ids:
+        reg.ensure(node_id, "its Salt key is pending")
+        reg.accept(node_id)
+        record = reg.get(node_id)
+        record["resources"] = copy.deepcopy(RESOURCES)
+        cache.store(registry.NODES_BANK, node_id, record)
+        reg.set_status(node_id, "active", "joined")
+    solved = master.Master(opts).join_flow().solve_roles(reg.records())
+    reg.store_assignment(solved["assignments"])
+    return {record["id"]: record["roles"] for record in reg.records()}
+
+
+def unreachable_for(cache, node_id, seconds):
+    """``node_id`` went unreachable ``seconds`` ago and has missed the probes since."""
+    since = time.time() - seconds
+    seeded(cache).set_status(
+        node_id,
+        "unreachable",
+        "missed probes",
+        liveness={
+            "missed_since": since - 60,
+            "missed_probes": 5,
+            "unreachable_since": since,
+            "unreachable_probes": 10,
+            "answering_since": None,
+            "returns": [],
+        },
+    )
+
+
+def assigned(cache):
+    return seeded(cache).assignment()["assignments"]
+
+
+def last_replacement(opts):
+    return master.Master(opts).replacement().last()
+
+
+def test_a_pass_over_a_healthy_cluster_probes_and_replaces_nothing(opts, cache, bus, fleet):
+    cluster(opts, cache, "n1", "n2", "n3")
+    before = assigned(cache)
+
+    probe, every = engine.one_pass(master.Master(opts))
+
+    assert every == 15
+    assert probe.answered == ["n1", "n2", "n3"]
+    assert fleet.asked("test.ping") == ["n1", "n2", "n3"]
+    assert fleet.asked("state.highstate") == []
+    assert last_replacement(opts) is None
+    assert assigned(cache) == before
+    assert bus.tags() == []
+
+
+def test_a_pass_marks_a_node_down_and_hands_its_roles_to_the_live_members(opts, cache, bus, fleet):
+    roles = cluster(opts, cache, "n1", "n2", "n3")
+    assert roles == {"n1": ["edge"], "n2": ["core"], "n3": ["data"]}
+    unreachable_for(cache, "n2", 700)
+    fleet.silent = {"n2"}
+
+    engine.one_pass(master.Master(opts))
+
+    reg = seeded(cache)
+    assert reg.get("n2")["status"] == "down"
+    assert reg.get("n2")["roles"] == []
+    assert not assigned(cache).get("n2")
+    # Two live members: the core goes to n3; n1's edge, which proxies to the core, follows.
+    assert assigned(cache)["n3"] == ["core"]
+    assert assigned(cache)["n1"] == ["edge"]
+    assert replacement.stale_holders(reg) == []
+    record = last_replacement(opts)
+    assert record["outcome"] == "done"
+    assert record["reason"] == "down: n2"
+    assert record["configured"] == ["n1", "n3"]
+    assert fleet.asked("state.highstate") == ["n1", "n3"]
+    tags = bus.tags()
+    assert tags.index("eos/cluster/node/n2/down") < tags.index(DONE)
+    assert bus.data("eos/cluster/node/n2/down")[0]["status"] == "down"
+
+
+def test_a_pass_re_places_the_roles_of_a_node_removed_while_it_held_some(opts, cache, bus, fleet):
+    assert cluster(opts, cache, "n1", "n2", "n3")["n2"] == ["core"]
+    seeded(cache).remove("n2")
+
+    engine.one_pass(master.Master(opts))
+
+    record = last_replacement(opts)
+    assert record["outcome"] == "done"
+    assert record["reason"] == "roles held by nodes that left: n2"
+    assert assigned(cache)["n3"] == ["core"]
+    assert replacement.stale_holders(seeded(cache)) == []
+    assert DONE in bus.tags()
+
+
+def failed_replacement(opts, cache, fleet, down="n2"):
+    """A pass in which ``down`` goes down and its replacement fails; its record."""
+    unreachable_for(cache, down, 700)
+    fleet.silent = {down}
+    fleet.failing_state = set(seeded(cache).node_ids()) - {down}
+    engine.one_pass(master.Master(opts))
+    fleet.failing_state = set()
+    failed = last_replacement(opts)
+    assert failed["outcome"] == "failed"
+    return failed
+
+
+def test_a_failed_replacement_is_tried_again_only_after_retry_seconds(
+    opts, cache, bus, fleet, clock
+):
+    cluster(opts, cache, "n1", "n2", "n3")
+    before = assigned(cache)
+
+    failed = failed_replacement(opts, cache, fleet)
+
+    assert FAILED in bus.tags()
+    # Rolled back: n2 still holds its roles in the assignment, a replacement is still due.
+    assert assigned(cache) == before
+    assert replacement.stale_holders(seeded(cache)) == ["n2"]
+
+    # Within retry_seconds (60) nothing is tried again, however many passes run.
+    here = master.Master(opts)
+    fleet.calls.clear()
+    clock.ahead = 59
+    engine.one_pass(here)
+    engine.one_pass(here)
+    assert last_replacement(opts)["run"] == failed["run"]
+    assert fleet.asked("test.ping") == ["n1", "n2", "n3"]
+    assert fleet.asked("eos_cluster.checkpoint") == []
+
+    clock.ahead = 61
+    engine.one_pass(here)
+    retried = last_replacement(opts)
+    assert retried["run"] != failed["run"]
+    assert retried["outcome"] == "done"
+    assert retried["reason"] == "roles held by nodes that left: n2"
+    assert assigned(cache)["n3"] == ["core"]
+    assert replacement.stale_holders(seeded(cache)) == []
+
+
+def test_the_retry_delay_comes_from_the_config(opts, cache, fleet, clock):
+    opts["eos"]["lifecycle"]["retry_seconds"] = 600
+    cluster(opts, cache, "n1", "n2", "n3")
+    failed = failed_replacement(opts, cache, fleet)
+    here = master.Master(opts)
+
+    clock.ahead = 300
+    engine.one_pass(here)
+    assert last_replacement(opts)["run"] == failed["run"]
+
+    clock.ahead = 601
+    engine.one_pass(here)
+    assert last_replacement(opts)["outcome"] == "done"
+
+
+def test_a_node_going_down_is_replaced_at_once_even_after_a_failed_replacement(
+    opts, cache, fleet, clock
+):
+    cluster(opts, cache, "n1", "n2", "n3", "n4")
+    failed = failed_replacement(opts, cache, fleet, down="n4")
+
+    unreachable_for(cache, "n3", 700)
+    fleet.silent = {"n3", "n4"}
+    engine.one_pass(master.Master(opts))
+
+    assert seeded(cache).get("n3")["status"] == "down"
+    retried = last_replacement(opts)
+    assert retried["run"] != failed["run"]
+    assert retried["reason"] == "down: n3"
+    assert retried["outcome"] == "done"
+    assert replacement.stale_holders(seeded(cache)) == []
+
+
+def test_a_bad_setting_is_logged_and_the_next_pass_runs_with_the_fixed_config(
+    opts, cache, fleet, clock, caplog
+):
+    cluster(opts, cache, "n1", "n2")
+    engine.__opts__["eos"]["lifecycle"] = {"probe_timeout_seconds": 20}
+    clock.pass_seconds = 2
+
+    def operator_fixes_the_config_then_the_master_stops(seconds):
+        if len(clock.slept) == 1:
+            engine.__opts__["eos"]["lifecycle"] = {"probe_interval_seconds": 30}
+        else:
+            raise Stop
+
+    clock.on_sleep = operator_fixes_the_config_then_the_master_stops
+
+    with caplog.at_level(logging.ERROR, logger=engine.__name__), pytest.raises(Stop):
+        engine.start()
+
+    # The first pass failed on the setting and said which; the engine waited the default
+    # interval, then read the config again and probed.
+    assert "eos:lifecycle:probe_timeout_seconds" in caplog.text
+    assert "this pass failed" in caplog.text
+    assert fleet.asked("test.ping") == ["n1", "n2"]
+    # Each wait is the interval less the pass's 2 s: 15 s by default, then the new 30 s.
+    assert clock.slept == [13, 28]
+
+
+def test_the_interval_argument_overrides_the_configured_one(opts, cache, fleet, clock):
+    cluster(opts, cache, "n1", "n2")
+
+    def stop_after_two_passes(seconds):
+        if len(clock.slept) == 2:
+            raise Stop
+
+    clock.on_sleep = stop_after_two_passes
+
+    with pytest.raises(Stop):
+        engine.start(interval=5)
+
+    assert clock.slept == [5, 5]
+    assert [fun for _, fun in fleet.calls].count("test.ping") == 4
+
+
+def test_a_failed_replacement_for_a_removed_node_is_still_tried_again(
+    opts, cache, bus, fleet, clock
+):
+    roles = cluster(opts, cache, "n1", "n2", "n3")
+    assert roles["n2"] == ["core"]
+    # The operator removes the core node and the hand-over fails: its rollback restores an
+    # assignment that cannot name a node without a record, so no stale holder is left...
+    seeded(cache).remove("n2")
+    fleet.failing_state = {"n1", "n3"}
+    failed = master.Master(opts).replacement().run("n2 removed")
+    fleet.failing_state = set()
+    assert failed["outcome"] == "failed"
+    assert replacement.stale_holders(seeded(cache)) == []
+    # ...yet the core role is still missing, so the engine tries again.
+    here = master.Master(opts)
+    clock.ahead = 61
+    engine.one_pass(here)
+
+    retried = last_replacement(opts)
+    assert retried["run"] != failed["run"]
+    assert retried["reason"] == f"retry of the failed replacement {failed['run']}"
+    assert retried["outcome"] == "done"
+    assert "core" in [role for roles in assigned(cache).values() for role in roles]
+
+    # Done: later passes leave it alone.
+    clock.ahead = 200
+    engine.one_pass(here)
+    assert last_replacement(opts)["run"] == retried["run"]
