@@ -27,6 +27,7 @@ from saltext.eos.utils.cluster import bootstrap
 from saltext.eos.utils.cluster import checkpoint
 from saltext.eos.utils.cluster import health
 from saltext.eos.utils.cluster import join
+from saltext.eos.utils.cluster import lifecycle
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import resources
 from saltext.eos.utils.cluster import roles
@@ -550,6 +551,14 @@ def cluster_sections():
             table_rows("eos:join", join.DEFAULTS, "cluster.md#adding-a-node"),
             "Times are seconds. `state` is `highstate` (`eos.roles` on nodes no top file "
             "targets) or an SLS name.",
+        ),
+        Section(
+            "`eos:lifecycle`",
+            f"{MASTER} Read by the `eos_lifecycle` engine on every pass.",
+            table_rows("eos:lifecycle", lifecycle.DEFAULTS, "cluster.md#node-lifecycle"),
+            "Times are seconds. `probe_timeout_seconds` must be below "
+            "`probe_interval_seconds`; `flap_limit` is a whole number, "
+            "`max_unreachable_fraction` a fraction from 0 to 1.",
         ),
         Section(
             "`eos:roles`",

@@ -27,6 +27,7 @@ from pytestshellutils.utils import ports
 from saltext.eos.netapi import eos_api
 from saltext.eos.utils import api
 from saltext.eos.utils import errors
+from saltext.eos.utils.api import service as service_module
 from saltext.eos.utils.cluster import registry
 
 ADMIN_TOKEN = "a" * 40
@@ -1257,3 +1258,19 @@ def test_served_over_tls_with_the_configured_certificate(backend, certificate):
             http_call(served.port, "GET", "/health")
     assert status == 200
     assert json.loads(raw)["data"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("status", ["unreachable", "down", "drained"])
+def test_nodes_can_be_listed_by_lifecycle_state(service, backend, status):
+    records = [{"id": "n1", "status": status, "roles": [], "liveness": {"missed_probes": 4}}]
+    backend.answers["eos_cluster.nodes"] = ok(records)
+    data = data_of(send(service, "GET", "/nodes", query={"status": [status]}))
+    assert data["nodes"] == records
+    assert backend.calls == [("eos_cluster.nodes", {"status": status})]
+
+
+def test_the_openapi_document_lists_every_registry_status_for_the_filter():
+    document = json.loads(service_module.OPENAPI_DOCUMENT.read_text())
+    parameters = document["paths"]["/nodes"]["get"]["parameters"]
+    (status,) = [parameter for parameter in parameters if parameter["name"] == "status"]
+    assert status["schema"]["enum"] == list(registry.STATUSES)
