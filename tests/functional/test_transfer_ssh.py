@@ -12,7 +12,6 @@ when it had to create it.
 
 import contextlib
 import getpass
-import hashlib
 import os
 import pathlib
 import shutil
@@ -27,6 +26,7 @@ from salt.exceptions import CommandExecutionError
 
 from saltext.eos.utils import datasets
 from saltext.eos.utils.datasets import transfer
+from tests.support.datasets import tree_digest
 
 SSHD = shutil.which("sshd", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
 # Where Debian's sshd insists on chrooting its unprivileged child; the service makes it.
@@ -179,19 +179,6 @@ def write_dataset(directory):
     (directory / "empty.bin").write_bytes(b"")
     (directory / "latest").symlink_to("part-0.bin")
     return datasets.tree_bytes(directory)
-
-
-def tree_digest(directory):
-    found = {}
-    for path in sorted(pathlib.Path(directory).rglob("*")):
-        relative = str(path.relative_to(directory))
-        if path.is_symlink():
-            found[relative] = "-> " + os.readlink(path)
-        elif path.is_file():
-            found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            found[relative] = "dir"
-    return found
 
 
 def test_a_pull_over_ssh_arrives_byte_identical_and_commits(eos_dataset, sshd, roots):

@@ -35,6 +35,7 @@ import salt.crypt
 import salt.utils.yaml
 
 from saltext.eos.utils.cluster import bootstrap
+from tests.support.cluster import SMALL_CATALOGUE
 from tests.support.cluster import os_release_id
 from tests.support.cluster import wait_for
 
@@ -47,10 +48,6 @@ BIN = os.path.dirname(sys.executable)
 CLUSTER = "nettest"
 SUBNET = "10.231.{}.{}"
 JOIN_TIMEOUT = 300
-SMALL_CATALOGUE = {
-    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
-    for role in ("monolith", "edge", "core", "data", "message", "observe", "compute", "app")
-}
 
 
 def ip(*args, check=True):

@@ -18,17 +18,14 @@ import pytest
 import salt.utils.yaml
 from saltfactories.utils import random_string
 
+from tests.support.cluster import SMALL_CATALOGUE
+from tests.support.cluster import join_master_block
 from tests.support.cluster import minion_overrides
 from tests.support.cluster import read_registry
 from tests.support.cluster import run_ok
 from tests.support.cluster import wait_for
 
 JOIN_TIMEOUT = 240
-# Small enough for any CI machine: the test is about the flow, not about sizing.
-SMALL_CATALOGUE = {
-    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
-    for role in ("monolith", "edge", "core", "data", "message", "observe", "compute", "app")
-}
 FORGE_MODULES = pathlib.Path(__file__).parent / "files"
 # /proc refuses new directories, even to root: the role state writing role.yaml fails.
 FAULTY_CONFIG_DIR = "/proc/eos-fault"
@@ -76,15 +73,9 @@ def master(salt_factories, master_id, trees, names):
     factory = salt_factories.salt_master_daemon(
         master_id,
         overrides={
-            "fileserver_backend": ["roots", "eos"],
+            **join_master_block(),
             "file_roots": {"base": [str(trees["states"])]},
             "pillar_roots": {"base": [str(trees["pillar"])]},
-            "ext_pillar": [{"eos": {}}],
-            "reactor": [
-                {"salt/auth": ["salt://eos/reactor/node_join.sls"]},
-                {"eos/cluster/register": ["salt://eos/reactor/node_join.sls"]},
-                {"eos/cluster/node/*/accepted": ["salt://eos/reactor/node_join.sls"]},
-            ],
             "eos": {
                 "accept": {"auto": True},
                 "roles": {"catalog": SMALL_CATALOGUE},

@@ -1,7 +1,7 @@
 """
-Nodes that fail, return, drain and leave: a real master running the ``eos_lifecycle`` engine
-(with the README's reactor, orchestration, role states and ext_pillar) and four minions that
-join through the join flow.
+Nodes that fail, return, drain and leave: a real master running the README's master block
+(the ``eos_lifecycle`` engine, the join reactor, orchestration, role states and ext_pillar)
+and four minions that join through the join flow.
 
 The catalogue gives a data node to every second node, so four nodes are an edge, a core and
 two data nodes. The detector's timings are cut to seconds. The minions keep their EOS files
@@ -21,6 +21,8 @@ import salt.cache
 from saltfactories.utils import random_string
 
 from saltext.eos.utils import datasets
+from tests.support.cluster import SMALL_CATALOGUE
+from tests.support.cluster import join_master_block
 from tests.support.cluster import minion_overrides
 from tests.support.cluster import read_registry
 from tests.support.cluster import run_ok
@@ -39,11 +41,11 @@ DETECTION_BOUND = GRACE + INTERVAL + PROBE_TIMEOUT
 SLACK = 3
 JOIN_TIMEOUT = 240
 SHARE = 60 * MB
+# A data node for every second node: four nodes are an edge, a core and two data nodes.
 CATALOGUE = {
-    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
-    for role in ("monolith", "edge", "core", "data", "message", "observe", "compute", "app")
+    **SMALL_CATALOGUE,
+    "data": {**SMALL_CATALOGUE["data"], "count": {"min": 1, "share": 0.5}},
 }
-CATALOGUE["data"]["count"] = {"min": 1, "share": 0.5}
 DATASETS = {"core-set": {"role": "core"}, "logs": {}, "media": {}}
 
 pytestmark = [pytest.mark.skip_if_binaries_missing("rsync")]
@@ -78,17 +80,11 @@ def trees(tmp_path_factory, names):
 def master(salt_factories, master_id, trees):
     factory = salt_factories.salt_master_daemon(
         master_id,
+        # The README's block: its engine runs the detector, its reactor the joins.
         overrides={
-            "fileserver_backend": ["roots", "eos"],
+            **join_master_block(),
             "file_roots": {"base": [str(trees["states"])]},
             "pillar_roots": {"base": [str(trees["pillar"])]},
-            "ext_pillar": [{"eos": {}}],
-            "engines": [{"eos_lifecycle": {}}],
-            "reactor": [
-                {"salt/auth": ["salt://eos/reactor/node_join.sls"]},
-                {"eos/cluster/register": ["salt://eos/reactor/node_join.sls"]},
-                {"eos/cluster/node/*/accepted": ["salt://eos/reactor/node_join.sls"]},
-            ],
             "eos": {
                 "accept": {"auto": True},
                 "roles": {"catalog": CATALOGUE},
@@ -160,14 +156,15 @@ def cluster(master, minions):
     with concurrent.futures.ThreadPoolExecutor(len(minions)) as pool:
         for ret in pool.map(lambda minion_id: register(master, minion_id), minions):
             assert ret.returncode == 0, ret
-    for minion_id in minions:
-        wait_for(
-            lambda node=minion_id: status(master, node) in ("active", "failed"),
-            f"the join of {minion_id}",
-            JOIN_TIMEOUT,
-        )
-        record = read_registry(master).get(minion_id)
-        assert record["status"] == "active", record["history"]
+    deadline = time.monotonic() + JOIN_TIMEOUT * len(minions)
+    while time.monotonic() < deadline:
+        statuses = {node: status(master, node) for node in minions}
+        if all(value in ("active", "failed") for value in statuses.values()):
+            break
+        time.sleep(1)
+    records = {node: read_registry(master).get(node) or {} for node in minions}
+    for node, record in records.items():
+        assert record.get("status") == "active", (node, record.get("history"), records)
     return holders_by_role(master)
 
 
@@ -193,7 +190,8 @@ def node_events(event_listener, master, minion_id, since):
     events = event_listener.get_events(
         [(master.id, f"eos/cluster/node/{minion_id}/*")], after_time=since
     )
-    return [event.tag.rsplit("/", 1)[-1] for event in events]
+    # In the order they were fired: the engine and the join's runner fire from two processes.
+    return [event.tag.rsplit("/", 1)[-1] for event in sorted(events, key=lambda e: e.stamp)]
 
 
 def wait_event(event_listener, master, tag, since, timeout):

@@ -7,6 +7,28 @@ import pytest
 import salt.cache
 
 from saltext.eos.utils.cluster import registry
+from tests.support import readme
+
+# Every role a 2-core test machine can hold: the tests are about the flows, not the sizing.
+SMALL_CATALOGUE = {
+    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
+    for role in ("monolith", "edge", "core", "data", "message", "observe", "compute", "app")
+}
+JOIN_REACTOR_SLS = "salt://eos/reactor/node_join.sls"
+
+
+def join_master_block():
+    """
+    The README's master block with only the reactor entries that run joins: the storage
+    reactions would act on this host's real disks whenever its usage crosses a level.
+    """
+    block = readme.master_block()
+    block["reactor"] = [
+        entry
+        for entry in block["reactor"]
+        if all(JOIN_REACTOR_SLS in reactions for reactions in entry.values())
+    ]
+    return block
 
 
 def wait_for(probe, what, timeout=60, interval=0.25):

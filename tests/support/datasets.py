@@ -1,12 +1,16 @@
 """
 Datasets for tests: a data node's report, as ``eos_dataset.sizes`` sends it and
-``check_report`` reads it, and real dataset trees on disk with their digests.
+``check_report`` reads it, real dataset trees on disk with their digests, and the rebalance
+lease held by another run.
 """
 
 import hashlib
 import os
 import pathlib
 
+from saltext.eos.utils import datasets
+from saltext.eos.utils.cluster import lease as leases
+from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.storage import thresholds
 
 MB = 1024 * 1024
@@ -35,7 +39,7 @@ def write_dataset(directory, size_mb):
 
 
 def tree_digest(directory):
-    """{relative path: sha256 or link target} of everything under directory."""
+    """{relative path: sha256, link target or "dir"} of everything under directory."""
     found = {}
     for path in sorted(pathlib.Path(directory).rglob("*")):
         relative = str(path.relative_to(directory))
@@ -43,4 +47,15 @@ def tree_digest(directory):
             found[relative] = "-> " + os.readlink(path)
         elif path.is_file():
             found[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            found[relative] = "dir"
     return found
+
+
+def rebalance_lease_held_by(reg, run):
+    """The rebalance lease in ``reg``'s cache, taken by ``run``: another rebalance is under way."""
+    held = leases.Lease(
+        reg.cache, reg.lock, registry.CLUSTER_BANK, datasets.REBALANCE_LEASE_KEY, "rebalance", 60
+    )
+    held.take(run)
+    return held

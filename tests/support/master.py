@@ -1,7 +1,11 @@
 """
-Stand-ins for what a runner reaches outside Python on the master: the event bus and the
-LocalClient that publishes jobs to minions. ``salt_world`` puts them (and a Salt cache) in
-place of Salt's own for the length of a test.
+Stand-ins for what a runner (or the lifecycle engine) reaches outside Python on the master:
+the event bus and the LocalClient that publishes jobs to minions. ``salt_world`` puts them
+(and a Salt cache) in place of Salt's own for the length of a test. ``SilentClient`` is the
+base of every fake LocalClient: it is called, entered and destroyed as Salt's is.
+
+``master_opts`` are a master's opts over a temporary directory; ``seeded`` is the registry
+over the stand-in cache, to set up a cluster without the runner.
 """
 
 import contextlib
@@ -11,6 +15,8 @@ from unittest.mock import patch
 import salt.cache
 import salt.client
 import salt.utils.event
+
+from saltext.eos.utils.cluster import registry
 
 
 class Bus:
@@ -100,3 +106,21 @@ def salt_world(cache, bus, client):
         patch.object(salt.client, "get_local_client", client),
     ):
         yield
+
+
+def master_opts(tmp_path, **eos):
+    """A master's opts over ``tmp_path`` (its cache directory made), ``eos`` its ``eos:`` config."""
+    (tmp_path / "cache").mkdir(exist_ok=True)
+    return {
+        "__role": "master",
+        "cache": "localfs",
+        "cachedir": str(tmp_path / "cache"),
+        "sock_dir": str(tmp_path / "sock"),
+        "conf_file": str(tmp_path / "master"),
+        "eos": eos,
+    }
+
+
+def seeded(cache):
+    """The registry over ``cache``, to set up a cluster without the runner."""
+    return registry.Registry(cache)

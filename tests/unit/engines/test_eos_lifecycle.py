@@ -7,7 +7,6 @@ the engine's clock (its ``time`` module: wall clock, monotonic clock and sleep).
 come from the engine's documentation.
 """
 
-import copy
 import logging
 import time
 
@@ -15,72 +14,18 @@ import pytest
 
 from saltext.eos.engines import eos_lifecycle as engine
 from saltext.eos.utils import master
-from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import replacement
-from tests.support.master import Bus
-from tests.support.master import SilentClient
-from tests.support.master import salt_world
-from tests.support.memory_cache import MemoryCache
+from tests.support.cluster import SMALL_CATALOGUE
+from tests.support.fleet import Fleet
+from tests.support.fleet import members
+from tests.support.fleet import unreachable_for
+from tests.support.master import master_opts
+from tests.support.master import seeded
 
-GB = 1000**3
-SMALL_CATALOGUE = {
-    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
-    for role in ("monolith", "edge", "core", "data", "app")
-}
-RESOURCES = {
-    "cpu_cores": 4,
-    "memory_bytes": 8 * 1024**3,
-    "disks": [{"name": "vda", "size_bytes": 100 * GB, "storage_type": "ssd"}],
-}
 DONE = "eos/cluster/replacement/done"
 FAILED = "eos/cluster/replacement/failed"
 
-
-class Fleet(SilentClient):
-    """
-    Salt's LocalClient over EOS minions: ``silent`` minions answer nothing, ``failing_state``
-    minions fail their state runs. Every job is kept in ``calls`` as (minion, function).
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.silent = set()
-        self.failing_state = set()
-        self.calls = []
-
-    def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", full_return=False, kwarg=None,
-            **kwargs):  # fmt: skip
-        assert tgt_type == "list"
-        answers = {}
-        for minion in tgt:
-            self.calls.append((minion, fun))
-            if minion not in self.silent:
-                ret, retcode = self.answer(minion, fun, dict(kwarg or {}))
-                answers[minion] = {"ret": ret, "retcode": retcode, "jid": "1"}
-        return answers
-
-    def answer(self, minion, fun, kwargs):
-        if fun in ("test.ping", "saltutil.refresh_pillar"):
-            return True, 0
-        if fun == "eos_cluster.checkpoint":
-            return {"id": f"{kwargs['label']}-{minion}"}, 0
-        if fun == "eos_cluster.rollback":
-            return {"id": kwargs["checkpoint_id"]}, 0
-        if fun == "state.show_top":
-            return {"base": ["eos.roles"]}, 0
-        if fun in ("state.highstate", "state.apply"):
-            failed = minion in self.failing_state
-            chunk = {
-                "__id__": "eos_role_file",
-                "__run_num__": 0,
-                "result": not failed,
-                "comment": "Permission denied" if failed else "File is in the correct state",
-            }
-            return {"file_|-eos_role_file_|-/etc/eos/role.yaml_|-managed": chunk}, 2 * failed
-        raise AssertionError(f"{minion} was asked to run {fun}")
-
-    def asked(self, fun):
-        return sorted({minion for minion, called in self.calls if called == fun})
+pytestmark = pytest.mark.usefixtures("master_world")
 
 
 class EngineTime:
@@ -111,42 +56,26 @@ class Stop(Exception):
 
 
 @pytest.fixture
-def cache():
-    return MemoryCache()
-
-
-@pytest.fixture
-def bus():
-    return Bus()
-
-
-@pytest.fixture
 def fleet():
     return Fleet()
 
 
 @pytest.fixture
+def client(fleet):
+    """The LocalClient publishes to the fleet."""
+    return fleet
+
+
+@pytest.fixture
 def opts(tmp_path):
-    (tmp_path / "cache").mkdir()
-    return {
-        "__role": "master",
-        "cache": "localfs",
-        "cachedir": str(tmp_path / "cache"),
-        "sock_dir": str(tmp_path / "sock"),
-        "conf_file": str(tmp_path / "master"),
-        "eos": {"roles": {"catalog": SMALL_CATALOGUE}, "lifecycle": {"retry_seconds": 60}},
-    }
+    return master_opts(
+        tmp_path, roles={"catalog": SMALL_CATALOGUE}, lifecycle={"retry_seconds": 60}
+    )
 
 
 @pytest.fixture
 def configure_loader_modules(opts):
     return {engine: {"__opts__": opts}}
-
-
-@pytest.fixture(autouse=True)
-def world(cache, bus, fleet):
-    with salt_world(cache, bus, fleet):
-        yield
 
 
 @pytest.fixture
@@ -156,41 +85,13 @@ def clock(monkeypatch):
     return fake
 
 
-def seeded(cache):
-    return registry.Registry(cache)
-
-
 def cluster(opts, cache, *node_ids):
     """Active members with resources and the roles the solver gives them; {id: roles}."""
     reg = seeded(cache)
-    for node_id in node_ids:
-        reg.ensure(node_id, "its Salt key is pending")
-        reg.accept(node_id)
-        record = reg.get(node_id)
-        record["resources"] = copy.deepcopy(RESOURCES)
-        cache.store(registry.NODES_BANK, node_id, record)
-        reg.set_status(node_id, "active", "joined")
+    members(reg, node_ids)
     solved = master.Master(opts).join_flow().solve_roles(reg.records())
     reg.store_assignment(solved["assignments"])
     return {record["id"]: record["roles"] for record in reg.records()}
-
-
-def unreachable_for(cache, node_id, seconds):
-    """``node_id`` went unreachable ``seconds`` ago and has missed the probes since."""
-    since = time.time() - seconds
-    seeded(cache).set_status(
-        node_id,
-        "unreachable",
-        "missed probes",
-        liveness={
-            "missed_since": since - 60,
-            "missed_probes": 5,
-            "unreachable_since": since,
-            "unreachable_probes": 10,
-            "answering_since": None,
-            "returns": [],
-        },
-    )
 
 
 def assigned(cache):
@@ -209,8 +110,8 @@ def test_a_pass_over_a_healthy_cluster_probes_and_replaces_nothing(opts, cache, 
 
     assert every == 15
     assert probe.answered == ["n1", "n2", "n3"]
-    assert fleet.asked("test.ping") == ["n1", "n2", "n3"]
-    assert fleet.asked("state.highstate") == []
+    assert fleet.called("test.ping") == ["n1", "n2", "n3"]
+    assert fleet.called("state.highstate") == []
     assert last_replacement(opts) is None
     assert assigned(cache) == before
     assert bus.tags() == []
@@ -219,7 +120,7 @@ def test_a_pass_over_a_healthy_cluster_probes_and_replaces_nothing(opts, cache, 
 def test_a_pass_marks_a_node_down_and_hands_its_roles_to_the_live_members(opts, cache, bus, fleet):
     roles = cluster(opts, cache, "n1", "n2", "n3")
     assert roles == {"n1": ["edge"], "n2": ["core"], "n3": ["data"]}
-    unreachable_for(cache, "n2", 700)
+    unreachable_for(seeded(cache), "n2", 700)
     fleet.silent = {"n2"}
 
     engine.one_pass(master.Master(opts))
@@ -236,7 +137,7 @@ def test_a_pass_marks_a_node_down_and_hands_its_roles_to_the_live_members(opts, 
     assert record["outcome"] == "done"
     assert record["reason"] == "down: n2"
     assert record["configured"] == ["n1", "n3"]
-    assert fleet.asked("state.highstate") == ["n1", "n3"]
+    assert fleet.called("state.highstate") == ["n1", "n3"]
     tags = bus.tags()
     assert tags.index("eos/cluster/node/n2/down") < tags.index(DONE)
     assert bus.data("eos/cluster/node/n2/down")[0]["status"] == "down"
@@ -258,7 +159,7 @@ def test_a_pass_re_places_the_roles_of_a_node_removed_while_it_held_some(opts, c
 
 def failed_replacement(opts, cache, fleet, down="n2"):
     """A pass in which ``down`` goes down and its replacement fails; its record."""
-    unreachable_for(cache, down, 700)
+    unreachable_for(seeded(cache), down, 700)
     fleet.silent = {down}
     fleet.failing_state = set(seeded(cache).node_ids()) - {down}
     engine.one_pass(master.Master(opts))
@@ -288,8 +189,8 @@ def test_a_failed_replacement_is_tried_again_only_after_retry_seconds(
     engine.one_pass(here)
     engine.one_pass(here)
     assert last_replacement(opts)["run"] == failed["run"]
-    assert fleet.asked("test.ping") == ["n1", "n2", "n3"]
-    assert fleet.asked("eos_cluster.checkpoint") == []
+    assert fleet.called("test.ping") == ["n1", "n2", "n3"]
+    assert fleet.called("eos_cluster.checkpoint") == []
 
     clock.ahead = 61
     engine.one_pass(here)
@@ -322,7 +223,7 @@ def test_a_node_going_down_is_replaced_at_once_even_after_a_failed_replacement(
     cluster(opts, cache, "n1", "n2", "n3", "n4")
     failed = failed_replacement(opts, cache, fleet, down="n4")
 
-    unreachable_for(cache, "n3", 700)
+    unreachable_for(seeded(cache), "n3", 700)
     fleet.silent = {"n3", "n4"}
     engine.one_pass(master.Master(opts))
 
@@ -356,7 +257,7 @@ def test_a_bad_setting_is_logged_and_the_next_pass_runs_with_the_fixed_config(
     # interval, then read the config again and probed.
     assert "eos:lifecycle:probe_timeout_seconds" in caplog.text
     assert "this pass failed" in caplog.text
-    assert fleet.asked("test.ping") == ["n1", "n2"]
+    assert fleet.called("test.ping") == ["n1", "n2"]
     # Each wait is the interval less the pass's 2 s: 15 s by default, then the new 30 s.
     assert clock.slept == [13, 28]
 
@@ -374,7 +275,7 @@ def test_the_interval_argument_overrides_the_configured_one(opts, cache, fleet, 
         engine.start(interval=5)
 
     assert clock.slept == [5, 5]
-    assert [fun for _, fun in fleet.calls].count("test.ping") == 4
+    assert [fun for _, fun, _, _ in fleet.calls].count("test.ping") == 4
 
 
 def test_a_failed_replacement_for_a_removed_node_is_still_tried_again(

@@ -27,10 +27,10 @@ from saltext.eos.utils import master
 from saltext.eos.utils.cluster import join
 from saltext.eos.utils.cluster import registry
 from tests.support.clock import Clock
-from tests.support.fleet import Client as FleetClient
 from tests.support.fleet import Fleet
 from tests.support.fleet import cluster as fleet_cluster
 from tests.support.master import salt_world
+from tests.support.master import seeded
 
 GIB = 1024**3
 NODE_EVENT = "eos/cluster/node/{id}/{status}"
@@ -62,6 +62,8 @@ INFO_FIELDS = {
     "accept",
     "scale_boundaries",
 }
+
+pytestmark = pytest.mark.usefixtures("master_world")
 
 
 # --- the outside world --------------------------------------------------------------------
@@ -101,18 +103,7 @@ def configure_loader_modules(opts, context):
     return {eos_cluster: {"__opts__": opts, "__context__": context}}
 
 
-@pytest.fixture(autouse=True)
-def world(cache, bus, client):
-    with salt_world(cache, bus, client):
-        yield
-
-
 # --- helpers ------------------------------------------------------------------------------
-
-
-def seeded(cache):
-    """The registry over the same cache, to set up a cluster without the runner."""
-    return registry.Registry(cache)
 
 
 def member(cache, node_id, status="accepted"):
@@ -882,7 +873,7 @@ DRAIN_FIELDS = {
 def minions(cache, bus):
     """Minions that answer as EOS minions do, in place of the silent ones."""
     fleet = Fleet()
-    with salt_world(cache, bus, FleetClient(fleet)):
+    with salt_world(cache, bus, fleet):
         yield fleet
 
 

@@ -8,8 +8,6 @@ from the runner's documentation and the orchestration it serves.
 """
 
 import copy
-import fnmatch
-import time
 
 import pytest
 from salt.exceptions import CommandExecutionError
@@ -17,145 +15,34 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_join
 from saltext.eos.utils.cluster import registry
-from tests.support.master import SilentClient
-from tests.support.master import salt_world
+from tests.support.fleet import BIG
+from tests.support.fleet import Fleet
+from tests.support.master import master_opts
+from tests.support.master import seeded
 
-GIB = 1024**3
 STEPS = ("start", "health", "checkpoint", "assign", "configure", "finish")
 ROLES_CHANGED = "eos/roles/changed"
 NODE_EVENT = "eos/cluster/node/{id}/{status}"
-RESOURCES = {
-    "cpu_cores": 8,
-    "memory_bytes": 32 * GIB,
-    "disks": [
-        {
-            "name": "vda",
-            "size_bytes": 1000 * 1000**3,
-            "free_bytes": 900 * 1000**3,
-            "storage_type": "ssd",
-            "rotational": False,
-            "mounts": ["/"],
-        }
-    ],
-}
 
-
-# --- the outside world --------------------------------------------------------------------
-
-
-class Fleet(SilentClient):
-    """
-    Salt's LocalClient over EOS minions. ``silent`` {function: minions} do not answer that
-    function; ``unhealthy`` minions fail a critical health check; ``failing_state`` minions
-    fail their state runs. Every job is kept in ``calls`` as (minion, function, args, kwargs).
-    """
-
-    def __init__(self, opts, cache):
-        super().__init__()
-        self.reg = registry.open_registry(opts, cache=cache)
-        self.silent = {}
-        self.unhealthy = set()
-        self.failing_state = set()
-        self.calls = []
-        self.checkpoints = {}
-        self.rolled_back = []
-        self.sent_at_ms = 0
-
-    def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", full_return=False, kwarg=None,
-            **kwargs):  # fmt: skip
-        answers = {}
-        for minion in self.targeted(tgt, tgt_type):
-            self.calls.append((minion, fun, tuple(arg), dict(kwarg or {})))
-            if minion in self.silent.get(fun, ()):
-                continue
-            ret, retcode = self.answer(minion, fun, list(arg), dict(kwarg or {}))
-            answers[minion] = {"ret": ret, "retcode": retcode, "jid": "1"} if full_return else ret
-        return answers
-
-    def targeted(self, tgt, tgt_type):
-        """The minions a target reaches, as Salt matches them: a list, or a glob over ids."""
-        if tgt_type == "list":
-            return tgt.split(",") if isinstance(tgt, str) else list(tgt)
-        if tgt_type == "glob" and isinstance(tgt, str):
-            return fnmatch.filter(self.reg.node_ids(), tgt)
-        return []
-
-    def cmd_async(self, tgt, fun, arg=(), tgt_type="glob", kwarg=None, **kwargs):
-        self.calls.append((tgt, fun, tuple(arg), dict(kwarg or {})))
-        return "1"
-
-    def answer(self, minion, fun, args, kwargs):
-        if fun in ("test.ping", "saltutil.refresh_pillar"):
-            return True, 0
-        if fun == "eos_cluster.register":
-            return self.register(minion), 0
-        if fun == "eos_cluster.checkpoint":
-            checkpoint_id = f"{kwargs['label']}-{minion}-{len(self.calls)}"
-            self.checkpoints[minion] = checkpoint_id
-            return {"id": checkpoint_id, "label": kwargs["label"]}, 0
-        if fun == "eos_cluster.rollback":
-            self.rolled_back.append((minion, kwargs["checkpoint_id"]))
-            return {"id": kwargs["checkpoint_id"]}, 0
-        if fun == "state.show_top":
-            return {"base": ["eos.roles"]}, 0
-        if fun in ("state.highstate", "state.apply"):
-            failed = minion in self.failing_state
-            chunk = {
-                "__id__": "eos_role_file",
-                "__run_num__": 0,
-                "result": not failed,
-                "comment": "Permission denied" if failed else "File is in the correct state",
-            }
-            return {"file_|-eos_role_file_|-/etc/eos/role.yaml_|-managed": chunk}, 2 * failed
-        raise AssertionError(f"{minion} was asked to run {fun}, which no join step runs")
-
-    def register(self, minion):
-        passed = minion not in self.unhealthy
-        checks = [
-            {
-                "name": "master_reachable",
-                "critical": True,
-                "passed": passed,
-                "detail": "port 4506 open" if passed else "connection refused",
-            }
-        ]
-        self.sent_at_ms = max(self.sent_at_ms + 1, int(time.time() * 1000))
-        payload = {
-            "resources": RESOURCES,
-            "health": {"passed": passed, "checks": checks},
-            "preferred_role": None,
-            "sent_at_ms": self.sent_at_ms,
-            "signature": "c2lnbmVk",
-        }
-        # What the reactor makes of the registration event the minion fires.
-        registration = registry.check_registration(minion, payload, lambda *signed: True)
-        self.reg.register(minion, registration, registry.AcceptancePolicy(), lambda *m: False)
-        return {"sent": True, "tag": "eos/cluster/register", "preferred_role": None,
-                "resources": payload["resources"], "health": payload["health"]}  # fmt: skip
-
-    def asked(self, fun):
-        return sorted({minion for minion, called, _, _ in self.calls if called == fun})
-
-    def jobs(self, minion):
-        return [fun for asked, fun, _, _ in self.calls if asked == minion]
+pytestmark = pytest.mark.usefixtures("master_world")
 
 
 @pytest.fixture
 def opts(tmp_path):
-    return {
-        "__role": "master",
-        "cache": "localfs",
-        "cachedir": str(tmp_path / "cache"),
-        "sock_dir": str(tmp_path / "sock"),
-        "conf_file": str(tmp_path / "master"),
-        # A minion that does not answer fails a join in seconds, not the default two minutes.
-        "eos": {"join": {"minion_wait": 2}},
-    }
+    # A minion that does not answer fails a join in seconds, not the default two minutes.
+    return master_opts(tmp_path, join={"minion_wait": 2})
 
 
 @pytest.fixture
 def fleet(opts, cache):
-    return Fleet(opts, cache)
+    """EOS minions whose registrations reach the runner's registry, as the reactor records them."""
+    return Fleet(reg=registry.open_registry(opts, cache=cache))
+
+
+@pytest.fixture
+def client(fleet):
+    """The LocalClient publishes to the fleet."""
+    return fleet
 
 
 @pytest.fixture
@@ -163,18 +50,7 @@ def configure_loader_modules(opts):
     return {eos_join: {"__opts__": opts}}
 
 
-@pytest.fixture(autouse=True)
-def world(cache, bus, fleet):
-    with salt_world(cache, bus, fleet):
-        yield
-
-
 # --- helpers ------------------------------------------------------------------------------
-
-
-def seeded(cache):
-    """The registry over the same cache, to set up a cluster without the runner."""
-    return registry.Registry(cache)
 
 
 def accepted(cache, node_id):
@@ -224,8 +100,8 @@ def test_a_node_joins_step_by_step(cache, bus, fleet):
 
     checked = eos_join.health("n1", "run-1")
     assert [c["name"] for c in checked["health"]["checks"]] == ["master_reachable"]
-    assert fleet.jobs("n1") == ["test.ping", "eos_cluster.register"]
-    assert seeded(cache).get("n1")["resources"]["cpu_cores"] == 8
+    assert fleet.asked("n1") == ["test.ping", "eos_cluster.register"]
+    assert seeded(cache).get("n1")["resources"]["cpu_cores"] == BIG["cpu_cores"]
 
     taken = eos_join.checkpoint("n1", "run-1")
     assert taken["checkpoints"] == {"n1": fleet.checkpoints["n1"]}
@@ -243,8 +119,8 @@ def test_a_node_joins_step_by_step(cache, bus, fleet):
 
     configured = eos_join.configure("n1", "run-1")
     assert configured["configured"] == ["n1"]
-    assert "saltutil.refresh_pillar" in fleet.jobs("n1")
-    assert "state.highstate" in fleet.jobs("n1")
+    assert "saltutil.refresh_pillar" in fleet.asked("n1")
+    assert "state.highstate" in fleet.asked("n1")
 
     finished = eos_join.finish("n1", "run-1")
     assert finished == {"node": "n1", "status": "active", "roles": assigned["roles"]}
@@ -273,7 +149,7 @@ def test_the_configuration_state_comes_from_the_master_config(opts, cache, fleet
     assert join("n1", "run-1", token=accepted(cache, "n1")) is None
     applied = [args for minion, fun, args, _ in fleet.calls if fun == "state.apply"]
     assert applied == [("eos.roles",)]
-    assert fleet.asked("state.highstate") == []
+    assert fleet.called("state.highstate") == []
 
 
 def test_running_the_join_again_for_an_active_node_changes_nothing(cache, fleet):
@@ -306,7 +182,7 @@ def test_start_with_a_token_that_is_not_the_current_acceptances_starts_nothing(
 
     assert snapshot(cache) == before
     assert eos_join.status("n1").get("run") != "second"
-    assert fleet.calls == []
+    assert fleet.published == []
     assert bus.fired == []
 
 
@@ -331,7 +207,7 @@ def test_start_refuses_a_node_that_is_not_accepted(cache, bus, fleet, status, hi
 
     assert snapshot(cache) == before
     assert eos_join.status() == {"lease": None}
-    assert fleet.calls == []
+    assert fleet.published == []
     assert bus.fired == []
 
 
@@ -367,7 +243,7 @@ def test_a_step_of_a_run_that_does_not_hold_the_lease_is_refused(cache, bus, fle
         getattr(eos_join, step)("n2", "run-1")
 
     assert snapshot(cache) == before
-    assert fleet.calls == []
+    assert fleet.published == []
     assert bus.fired == []
 
 
@@ -390,8 +266,8 @@ def test_a_failed_critical_health_check_stops_the_join_and_rollback_fails_the_no
     assert failed["id"] == "n1"
     assert failed["step"] == "health"
     assert "master_reachable" in failed["error"]
-    assert fleet.asked("eos_cluster.checkpoint") == []
-    assert fleet.asked("state.highstate") == []
+    assert fleet.called("eos_cluster.checkpoint") == []
+    assert fleet.called("state.highstate") == []
     assert seeded(cache).assignment() is None
     assert eos_join.status() == {"lease": None}
     assert eos_join.status("n1")["error"] == undone["error"]
@@ -399,7 +275,7 @@ def test_a_failed_critical_health_check_stops_the_join_and_rollback_fails_the_no
 
 def test_a_node_that_cannot_take_a_checkpoint_fails_the_step(cache, fleet):
     accepted(cache, "n1")
-    fleet.silent["eos_cluster.checkpoint"] = {"n1"}
+    fleet.silent_to["eos_cluster.checkpoint"] = {"n1"}
     eos_join.start("n1", "run-1")
     eos_join.health("n1", "run-1")
     with pytest.raises(CommandExecutionError, match="checkpoint"):
@@ -410,7 +286,7 @@ def test_a_node_that_cannot_take_a_checkpoint_fails_the_step(cache, fleet):
 def test_members_that_do_not_answer_the_checkpoint_are_reported(cache, fleet):
     join("n1", "run-1", token=accepted(cache, "n1"))
     accepted(cache, "n2")
-    fleet.silent["eos_cluster.checkpoint"] = {"n1"}
+    fleet.silent_to["eos_cluster.checkpoint"] = {"n1"}
     eos_join.start("n2", "run-2")
     eos_join.health("n2", "run-2")
     taken = eos_join.checkpoint("n2", "run-2")
@@ -460,7 +336,7 @@ def test_a_failed_configuration_is_rolled_back_everywhere_it_ran(cache, bus, fle
     assert failed["step"] == "configure"
     assert "Permission denied" in failed["error"]
     # Every minion the join configured goes back to the checkpoint it took in this join.
-    configured = set(fleet.asked("state.highstate"))
+    configured = set(fleet.called("state.highstate"))
     assert "n2" in configured
     assert sorted(fleet.rolled_back) == sorted((m, fleet.checkpoints[m]) for m in configured)
     assert eos_join.status() == {"lease": None}
@@ -502,14 +378,14 @@ def test_rollback_without_the_lease_has_nothing_to_undo(cache, bus, fleet):
     join("n1", "run-1", token=accepted(cache, "n1"))
     before = snapshot(cache)
     bus.fired.clear()
-    fleet.calls.clear()
+    fleet.published.clear()
 
     for node_id, run in (("n1", "run-1"), ("n1", "never-started"), ("ghost", "run-9")):
         assert eos_join.rollback(node_id, run)["rolled_back"] is False
 
     assert snapshot(cache) == before
     assert seeded(cache).get("n1")["status"] == "active"
-    assert fleet.calls == []
+    assert fleet.published == []
     assert bus.fired == []
 
 
@@ -549,7 +425,7 @@ def test_an_invalid_node_id_is_refused_before_anything_happens(
     with pytest.raises(SaltInvocationError, match="node id"):
         call()
     assert snapshot(cache) == before
-    assert fleet.calls == []
+    assert fleet.published == []
     assert bus.fired == []
 
 
@@ -561,7 +437,7 @@ def test_a_run_that_is_not_a_token_is_refused(cache, bus, fleet, function, run):
     with pytest.raises(SaltInvocationError, match="run"):
         _every_function("n1", run)[function]()
     assert snapshot(cache) == before
-    assert fleet.calls == []
+    assert fleet.published == []
     assert bus.fired == []
 
 
@@ -586,5 +462,5 @@ def test_a_bad_join_setting_is_a_command_error_naming_the_key(
     with pytest.raises(CommandExecutionError, match=named):
         call()
     assert snapshot(cache) == before
-    assert fleet.calls == []
+    assert fleet.published == []
     assert bus.fired == []

@@ -8,31 +8,24 @@ import time
 import salt.client
 
 from saltext.eos.utils import master
+from tests.support.master import SilentClient
 
 
-class ScriptedClient:
+class ScriptedClient(SilentClient):
     """``run_job`` publishes; ``get_returns_no_block`` plays ``events`` (None: no event yet)."""
 
-    def __init__(self, events, published=None):
+    def __init__(self, events, publication=None):
+        super().__init__()
         self.events = events
-        self.published = {"jid": "20250101000000000001"} if published is None else published
+        self.publication = {"jid": "20250101000000000001"} if publication is None else publication
         self.jobs = []
-
-    def __call__(self, *args, **kwargs):  # salt.client.get_local_client(...)
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
     def run_job(self, tgt, fun, arg=(), tgt_type="glob", kwarg=None, listen=False, **kwargs):
         self.jobs.append((tgt, fun, tgt_type, listen))
-        return self.published
+        return self.publication
 
     def get_returns_no_block(self, tag, match_type=None):
-        assert tag == f"salt/job/{self.published['jid']}/ret/"
+        assert tag == f"salt/job/{self.publication['jid']}/ret/"
         for event in self.events:
             if event == "wait":
                 time.sleep(0.05)
@@ -88,5 +81,5 @@ def test_returns_of_minions_not_asked_and_events_without_a_return_are_ignored(
 
 
 def test_a_publication_that_failed_answers_nothing(monkeypatch, tmp_path):
-    client = ScriptedClient([ret("n1")], published={})
+    client = ScriptedClient([ret("n1")], publication={})
     assert here(monkeypatch, client, tmp_path).call_within(["n1"], "test.ping", timeout=1) == {}

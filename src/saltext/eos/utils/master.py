@@ -107,9 +107,7 @@ class Master:
                 full_return=True,
             )
         return {
-            minion: Answer(
-                answer.get("ret"), answer.get("retcode", 0) or 0, answer.get("success", True)
-            )
+            minion: _answer(answer.get("ret"), answer)
             for minion, answer in answers.items()
             if isinstance(answer, dict)
         }
@@ -138,9 +136,7 @@ class Master:
             for event in client.get_returns_no_block(f"salt/job/{published['jid']}/ret/"):
                 data = (event or {}).get("data") or {}
                 if data.get("id") in expected and "return" in data:
-                    answers[data["id"]] = Answer(
-                        data["return"], data.get("retcode", 0) or 0, data.get("success", True)
-                    )
+                    answers[data["id"]] = _answer(data["return"], data)
                 if len(answers) == len(expected) or time.monotonic() >= deadline:
                     break
         return answers
@@ -214,3 +210,8 @@ class Master:
         # Built from the config file, as Salt's own saltutil.cmd does: the opts a runner gets
         # when the reactor starts it through orchestrate do not authenticate a LocalClient.
         return salt.client.get_local_client(self.opts["conf_file"])
+
+
+def _answer(ret, job_return):
+    """An Answer from what a minion returned and the rest of its job return."""
+    return Answer(ret, job_return.get("retcode", 0) or 0, job_return.get("success", True))

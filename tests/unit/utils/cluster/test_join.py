@@ -1,9 +1,9 @@
 """
-The node-addition steps over an in-memory registry and a fake fleet of minions.
-
-The fleet answers like Salt's LocalClient would: a minion that is down does not answer; a
-state run returns its state chunks. It keeps what each minion was asked, so a test checks
-which nodes were configured, checkpointed and rolled back.
+The node-addition steps over an in-memory registry and a fake fleet of minions
+(``tests.support.fleet``): a minion that is down does not answer; a registration reaches the
+registry as the reactor records it; a state run returns its state chunks. The fleet keeps
+what each minion was asked, so a test checks which nodes were configured, checkpointed and
+rolled back.
 """
 
 import pytest
@@ -13,89 +13,9 @@ from saltext.eos.utils import master
 from saltext.eos.utils.cluster import join
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import roles as role_rules
-from tests.support.clock import Clock
+from tests.support.fleet import Fleet
+from tests.support.fleet import join_flow
 from tests.support.memory_cache import MemoryCache
-
-SMALL_CATALOGUE = {
-    role: {"cpu": 1, "memory_gb": 1, "disk_gb": 1}
-    for role in ("monolith", "edge", "core", "data", "app")
-}
-GB = 1000**3
-
-
-class Fleet:
-    """Minions that answer calls; ``failing_state`` makes a node's state runs fail."""
-
-    def __init__(self, reg, clock):
-        self.reg = reg
-        self.clock = clock
-        self.down = set()
-        self.failing_state = set()
-        self.unhealthy = set()
-        self.untopped = set()  # minions no top file targets
-        self.calls = []
-        self.checkpoints = {}
-        self.rolled_back = []
-
-    def call(self, targets, fun, args=(), kwargs=None, timeout=None):
-        answers = {}
-        for minion in targets:
-            self.calls.append((minion, fun, tuple(args)))
-            if minion in self.down:
-                continue
-            answers[minion] = self.answer(minion, fun, kwargs or {})
-        return answers
-
-    def answer(self, minion, fun, kwargs):
-        if fun == "test.ping":
-            return master.Answer(True)
-        if fun == "eos_cluster.register":
-            self.record_registration(minion)
-            passed = minion not in self.unhealthy
-            check = {"name": "master_reachable", "critical": True, "passed": passed,
-                     "detail": "ok" if passed else "connection refused"}  # fmt: skip
-            return master.Answer({"sent": True, "health": {"passed": passed, "checks": [check]}})
-        if fun == "eos_cluster.checkpoint":
-            checkpoint_id = f"{minion}-{kwargs['label']}-{len(self.calls)}"
-            self.checkpoints[minion] = checkpoint_id
-            return master.Answer({"id": checkpoint_id})
-        if fun == "eos_cluster.rollback":
-            self.rolled_back.append((minion, kwargs["checkpoint_id"]))
-            return master.Answer({"id": kwargs["checkpoint_id"]})
-        if fun == "state.show_top":
-            return master.Answer({} if minion in self.untopped else {"base": ["eos.roles"]})
-        if fun in ("state.highstate", "state.apply"):
-            failed = minion in self.failing_state
-            chunk = {"__id__": "eos_role_file", "result": not failed, "__run_num__": 0,
-                     "comment": "Permission denied" if failed else "ok"}  # fmt: skip
-            return master.Answer({"file_|-eos_role_file": chunk}, 2 if failed else 0)
-        if fun == "saltutil.refresh_pillar":
-            return master.Answer(True)
-        raise AssertionError(f"unexpected call {fun}")
-
-    def record_registration(self, minion):
-        # What the reactor does with the registration event: the record gets resources.
-        record = self.reg.get(minion)
-        record["resources"] = {
-            "cpu_cores": 4,
-            "memory_bytes": 8 * 1024**3,
-            "disks": [{"name": "vda", "size_bytes": 100 * GB, "storage_type": "ssd"}],
-        }
-        record["registration_sent_at_ms"] = int(self.clock() * 1000) + len(self.calls)
-        self.reg.cache.store(registry.NODES_BANK, minion, record)
-
-    def configured(self, fun="state.highstate"):
-        return sorted({minion for minion, called, _ in self.calls if called == fun})
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def events():
-    return []
 
 
 @pytest.fixture
@@ -104,28 +24,13 @@ def reg(clock):
 
 
 @pytest.fixture
-def fleet(reg, clock):
-    return Fleet(reg, clock)
-
-
-def make_join(reg, fleet, events, clock, **join_settings):
-    layers = config.Layers(
-        [("master config", {"roles": {"catalog": SMALL_CATALOGUE}, "join": join_settings})]
-    )
-    return join.Join(
-        registry=reg,
-        call=fleet.call,
-        fire=lambda tag, data: events.append((tag, data)),
-        layers=layers,
-        settings=join.settings(layers),
-        clock=clock,
-        sleep=clock.sleep,
-    )
+def fleet(reg):
+    return Fleet(reg=reg)
 
 
 @pytest.fixture
 def flow(reg, fleet, events, clock):
-    return make_join(reg, fleet, events, clock)
+    return join_flow(reg, fleet, events, clock)
 
 
 def accept(reg, node_id):
@@ -181,11 +86,12 @@ def test_a_scale_change_reapplies_the_eos_part_on_the_other_members(reg, fleet, 
     accept(reg, "n4")  # 4 members: small -> medium
     fleet.calls.clear()
     assert add(flow, "n4") is None
-    refreshed = fleet.configured("state.apply")
+    refreshed = fleet.called("state.apply")
     changed = set(fleet.configured())
     assert "n4" in changed
     assert set(refreshed) == {"n1", "n2", "n3"} - changed
-    assert all(args == (join.COMMON_STATE,) for _, fun, args in fleet.calls if fun == "state.apply")
+    applied = [args for _, fun, args, _ in fleet.calls if fun == "state.apply"]
+    assert all(args == (join.COMMON_STATE,) for args in applied)
 
 
 def test_a_failed_role_state_rolls_everything_back(reg, fleet, flow, events):
@@ -239,9 +145,9 @@ def test_a_critical_health_check_stops_the_join_before_any_change(reg, fleet, fl
 
 
 def test_a_minion_that_never_answers_fails_the_join_within_its_wait(reg, fleet, events, clock):
-    flow = make_join(reg, fleet, events, clock, minion_wait=30)
+    flow = join_flow(reg, fleet, events, clock, minion_wait=30)
     accept(reg, "n1")
-    fleet.down.add("n1")
+    fleet.silent.add("n1")
     started = clock()
     outcome = add(flow, "n1")
     assert outcome["failed_step"] == "health"
@@ -267,7 +173,7 @@ def test_running_the_flow_again_for_an_active_node_changes_nothing(reg, fleet, f
 def test_a_second_join_waits_for_the_lease_and_gives_up_when_it_is_not_released(
     reg, fleet, events, clock
 ):
-    flow = make_join(reg, fleet, events, clock, lease_wait=60)
+    flow = join_flow(reg, fleet, events, clock, lease_wait=60)
     accept(reg, "n1")
     accept(reg, "n2")
     flow.start("n1", "first")
@@ -282,7 +188,7 @@ def test_a_second_join_waits_for_the_lease_and_gives_up_when_it_is_not_released(
 
 
 def test_an_expired_lease_of_a_dead_run_is_taken_over(reg, fleet, events, clock):
-    flow = make_join(reg, fleet, events, clock, lease_seconds=100, lease_wait=500)
+    flow = join_flow(reg, fleet, events, clock, lease_seconds=100, lease_wait=500)
     accept(reg, "n1")
     accept(reg, "n2")
     flow.start("n1", "dead")
@@ -355,7 +261,7 @@ def test_edges_are_configured_again_after_a_new_core_node(reg, fleet, flow):
     fleet.calls.clear()
     assert add(flow, "n4") is None
     assert roles(reg)["n4"] == ["core"]
-    highstates = [minion for minion, fun, _ in fleet.calls if fun == "state.highstate"]
+    highstates = [minion for minion, fun, _, _ in fleet.calls if fun == "state.highstate"]
     # The new core node first (it publishes its address), then the edge that proxies to it.
     assert highstates == ["n4", edge]
     assert flow.record("n4")["dependents"] == [edge]
@@ -381,8 +287,8 @@ def test_a_node_no_top_file_targets_gets_its_role_states(reg, fleet, flow):
     assert add(flow, "n1") is None
 
     assert reg.get("n1")["status"] == "active"
-    assert ("n1", "state.apply", (join.ROLES_STATE,)) in fleet.calls
-    assert fleet.configured("state.highstate") == []
+    assert ("n1", "state.apply", (join.ROLES_STATE,), {}) in fleet.calls
+    assert fleet.called("state.highstate") == []
 
 
 def test_nodes_the_top_file_targets_get_highstate_and_the_rest_eos_roles(reg, fleet, flow):
@@ -395,8 +301,8 @@ def test_nodes_the_top_file_targets_get_highstate_and_the_rest_eos_roles(reg, fl
     assert add(flow, "n2") is None
 
     # n1 changed role (monolith -> edge or core): both were configured, each its own way.
-    assert fleet.configured("state.highstate") == ["n1"]
-    assert fleet.configured("state.apply") == ["n2"]
+    assert fleet.called("state.highstate") == ["n1"]
+    assert fleet.called("state.apply") == ["n2"]
 
 
 def test_a_failing_role_state_without_a_top_file_fails_the_join(reg, fleet, flow):
@@ -530,7 +436,7 @@ def test_the_join_places_no_role_on_a_cordoned_node(reg, fleet, flow):
         accept(reg, node_id)
         add(flow, node_id)
     accept(reg, "n3")
-    fleet.record_registration("n3")
+    fleet.register("n3")
     reg.update("n3", cordoned=True)
     members = [record for record in reg.records() if record["status"] in ("accepted", "active")]
 

@@ -5,13 +5,7 @@ import threading
 import pytest
 
 from saltext.eos.utils.cluster import lease as leases
-from tests.support.clock import Clock
 from tests.support.memory_cache import MemoryCache
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

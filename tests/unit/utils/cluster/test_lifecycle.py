@@ -377,11 +377,6 @@ def clock():
 
 
 @pytest.fixture
-def events():
-    return []
-
-
-@pytest.fixture
 def cache():
     return CountingCache()
 

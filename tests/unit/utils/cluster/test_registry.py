@@ -26,11 +26,6 @@ class Clock:
 
 
 @pytest.fixture
-def events():
-    return []
-
-
-@pytest.fixture
 def reg(events):
     return registry.Registry(
         MemoryCache(),

@@ -12,7 +12,6 @@ import pytest
 from saltext.eos.utils.cluster import join
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import replacement
-from tests.support.clock import Clock
 from tests.support.fleet import SMALL
 from tests.support.fleet import Fleet
 from tests.support.fleet import cluster
@@ -21,16 +20,6 @@ from tests.support.memory_cache import MemoryCache
 
 # Five members as their joins place them: edge, two core, data, app.
 FIVE = {"e1": ["edge"], "c1": ["core"], "c2": ["core"], "d1": ["data"], "a1": ["app"]}
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def events():
-    return []
 
 
 @pytest.fixture
@@ -154,7 +143,7 @@ def test_a_down_core_holder_is_replaced_keeping_every_live_nodes_roles(
     # Configured: the node whose roles changed, then the edge, whose upstreams are the core
     # nodes. Nothing is asked of the down node; the others only refresh their pillar.
     assert record["configured"] == ["a1", "e1"]
-    highstates = [minion for minion, fun, _ in fleet.calls if fun == "state.highstate"]
+    highstates = [minion for minion, fun, _, _ in fleet.calls if fun == "state.highstate"]
     assert highstates == ["a1", "e1"]
     assert fleet.checkpoints == {"a1": f"a1-{record['run']}", "e1": f"e1-{record['run']}"}
     assert record["minion_checkpoints"] == fleet.checkpoints
@@ -210,7 +199,7 @@ def test_a_scale_change_reapplies_the_common_state_on_the_other_members(reg, flo
     assert record["scale_changed"] is True
     assert record["configured"] == ["c1", "d1", "e1"]
     assert fleet.configured() == ["e1"], "the edge loses an upstream: configured again"
-    common = [minion for minion, fun, args in fleet.calls if args == (join.COMMON_STATE,)]
+    common = [minion for minion, _, args, _ in fleet.calls if args == (join.COMMON_STATE,)]
     assert common == ["c1", "d1"]
     assert flow.configured_scale() == "small"
 

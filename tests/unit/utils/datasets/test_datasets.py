@@ -12,6 +12,7 @@ from saltext.eos.utils.datasets import rebalance
 from saltext.eos.utils.datasets import transfer
 from saltext.eos.utils.storage import thresholds
 from tests.support import layers as support_layers
+from tests.support.datasets import rebalance_lease_held_by
 from tests.support.datasets import report
 from tests.support.memory_cache import MemoryCache
 
@@ -468,14 +469,7 @@ def test_a_dry_run_plans_and_a_failed_data_node_blocks_execution(fleet_master):
 
 
 def test_a_second_execution_while_one_holds_the_lease_moves_nothing(fleet_master):
-    from saltext.eos.utils.cluster import lease as leases
-    from saltext.eos.utils.cluster import registry
-
-    held = leases.Lease(
-        fleet_master.registry.cache, fleet_master.registry.lock, registry.CLUSTER_BANK,
-        datasets.REBALANCE_LEASE_KEY, "rebalance", 60,
-    )  # fmt: skip
-    held.take("rebalance-other")
+    held = rebalance_lease_held_by(fleet_master.registry, "rebalance-other")
 
     refused = fleet_master.run(dry_run=False)
 

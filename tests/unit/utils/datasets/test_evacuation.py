@@ -7,10 +7,10 @@ import pytest
 
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
-from saltext.eos.utils.cluster import lease as leases
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.datasets import evacuation
 from saltext.eos.utils.datasets import execution
+from tests.support.datasets import rebalance_lease_held_by
 from tests.support.fleet import Fleet
 from tests.support.fleet import cluster
 from tests.support.memory_cache import MemoryCache
@@ -126,18 +126,26 @@ def test_a_dataset_pinned_elsewhere_goes_to_its_pin_or_stays_when_that_is_full()
     assert left == {"a": "pinned to pin, which cannot take 100 bytes"}
 
 
-def test_a_replica_goes_to_a_host_without_one_even_when_it_is_fuller():
+@pytest.mark.parametrize(
+    ("n2_used", "destination"),
+    [
+        pytest.param(600, "n2", id="to-a-host-without-one-even-when-it-is-fuller"),
+        pytest.param(850, "n1", id="sharing-a-host-when-no-other-host-has-room"),
+    ],
+)
+def test_a_replica_goes_to_a_host_without_one_unless_none_has_room(n2_used, destination):
     nodes = [
         node("out", host="h0"),
         node("n1", host="h1"),  # holds the other replica
-        node("n2", used=600, host="h2"),
+        node("n2", used=n2_used, host="h2"),
     ]
     placed = [
         dataset("orders-1", "out", 100, replica_group="orders"),
         dataset("orders-2", "n1", 100, replica_group="orders"),
     ]
-    moves, _ = evacuation.plan(nodes, placed, "out")
-    assert destinations(moves) == {"orders-1": "n2"}
+    moves, left = evacuation.plan(nodes, placed, "out")
+    assert destinations(moves) == {"orders-1": destination}
+    assert left == {}, "moved, rather than left on a leaving node"
 
 
 def test_two_replicas_leaving_together_go_to_different_hosts():
@@ -149,17 +157,6 @@ def test_two_replicas_leaving_together_go_to_different_hosts():
     ]
     moves, _ = evacuation.plan(nodes, placed, "out")
     assert sorted(destinations(moves).values()) == ["n1", "n2"]
-
-
-def test_a_replica_shares_a_host_when_no_other_host_has_room():
-    nodes = [node("out", host="h0"), node("n1", host="h1"), node("n2", used=850, host="h2")]
-    placed = [
-        dataset("orders-1", "out", 100, replica_group="orders"),
-        dataset("orders-2", "n1", 100, replica_group="orders"),
-    ]
-    moves, left = evacuation.plan(nodes, placed, "out")
-    assert destinations(moves) == {"orders-1": "n1"}, "moved, rather than left on a leaving node"
-    assert left == {}
 
 
 def test_the_plan_does_not_depend_on_the_input_order():
@@ -288,11 +285,7 @@ def test_a_node_that_does_not_report_is_not_evacuated(here):
 
 
 def test_an_evacuation_waits_for_no_rebalance_and_moves_nothing_while_one_runs(here):
-    held = leases.Lease(
-        here.registry.cache, here.registry.lock, registry.CLUSTER_BANK,
-        datasets.REBALANCE_LEASE_KEY, "rebalance", 60,
-    )  # fmt: skip
-    held.take("rebalance-other")
+    held = rebalance_lease_held_by(here.registry, "rebalance-other")
 
     outcome = here.rebalance.evacuate("d1")
 

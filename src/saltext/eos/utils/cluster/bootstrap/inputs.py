@@ -51,6 +51,7 @@ NODE_JOIN = "salt://eos/reactor/node_join.sls"
 MASTER_BLOCK = {
     "fileserver_backend": ["roots", "eos"],
     "ext_pillar": [{"eos": {}}],
+    "engines": [{"eos_lifecycle": {}}],
     "reactor": [
         {"salt/auth": [NODE_JOIN]},
         {"eos/cluster/register": [NODE_JOIN]},
