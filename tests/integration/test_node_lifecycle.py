@@ -104,16 +104,6 @@ def master(salt_factories, master_id, trees):
         yield factory
 
 
-@pytest.fixture(scope="module")
-def salt_cli(master):
-    return master.salt_cli(timeout=180)
-
-
-@pytest.fixture(scope="module")
-def salt_run_cli(master):
-    return master.salt_run_cli(timeout=300)
-
-
 def dataset_root(trees, minion_id):
     return trees["root"] / "datasets" / minion_id
 
