@@ -8,10 +8,6 @@ everything; the ext_pillar, loaded by Salt's pillar loader, reads one record and
 
 import concurrent.futures
 import multiprocessing
-import shutil
-import socket
-import subprocess
-import time
 
 import pytest
 import salt.cache
@@ -21,81 +17,6 @@ from saltext.eos.utils.cluster import registry
 
 AUTO = registry.AcceptancePolicy(auto=True)
 MANUAL = registry.AcceptancePolicy()
-REDIS_SERVER = shutil.which("redis-server")
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_port():
-    """A throwaway redis-server on loopback, without persistence; stopped after the module."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (CI installs it with .ci/install-deps)")
-    pytest.importorskip("redis", reason="Salt's redis cache needs the redis Python package")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            REDIS_SERVER,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, server)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _wait_for_port(port, server, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"redis-server exited with {server.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"redis-server did not listen on {port} within {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def base_master_opts(salt_factories, master_id):
-    return salt_factories.salt_master_daemon(master_id).config.copy()
-
-
-@pytest.fixture(params=["localfs", "redis"])
-def master_opts(request, base_master_opts, tmp_path):
-    opts = {**base_master_opts, "cachedir": str(tmp_path / "cache"), "cache": request.param}
-    if request.param == "redis":
-        port = request.getfixturevalue("redis_port")
-        opts.update({"cache.redis.host": "127.0.0.1", "cache.redis.port": port})
-        # Each test gets its own empty database view: prefixes keep tests apart.
-        prefix = f"t{time.monotonic_ns()}"
-        opts.update(
-            {
-                "cache.redis.banks_prefix": f"{prefix}_BANKS",
-                "cache.redis.keys_prefix": f"{prefix}_KEYS",
-                "cache.redis.timestamp_prefix": f"{prefix}_TS",
-            }
-        )
-    return opts
 
 
 def open_registry(opts, policy_events=None):

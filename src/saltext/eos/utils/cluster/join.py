@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 JOINS_BANK = "eos/joins"
 LEASE_KEY = "join_lease"  # in registry.CLUSTER_BANK
+LEASE_TOKEN_KEY = "join_lease_token"  # the last fencing token given out
 # The scale the members were last configured for (by the last join that finished). The
 # registry's own scale moves as soon as a node is accepted, before its join runs.
 CONFIGURED_SCALE_KEY = "configured_scale"
@@ -171,11 +172,42 @@ class Join:
             self.sleep(1.0)
 
     def _write_lease(self, node_id, run, now):
+        held = self.lease()
+        if held is not None and held["run"] == run and "token" in held:
+            token = held["token"]
+        else:
+            # A new holder: a token above every earlier one, so writes can be fenced by it.
+            counter = self.cache.fetch(registry.CLUSTER_BANK, LEASE_TOKEN_KEY) or {}
+            token = counter.get("token", 0) + 1
+            self.cache.store(registry.CLUSTER_BANK, LEASE_TOKEN_KEY, {"token": token})
         self.cache.store(
             registry.CLUSTER_BANK,
             LEASE_KEY,
-            {"node": node_id, "run": run, "expires_at": now + self.settings.lease_seconds},
+            {
+                "node": node_id,
+                "run": run,
+                "token": token,
+                "expires_at": now + self.settings.lease_seconds,
+            },
         )
+
+    def fence(self, run):
+        """
+        A check for ``registry.store_assignment(fence=...)``: NotOwner unless ``run`` still
+        holds the join lease, unexpired. It runs under the registry's lock, atomically with
+        the write, so a run that lost its lease cannot write over its successor's assignment.
+        """
+
+        def check():
+            held = self.lease()
+            if held is None or held["run"] != run or held["expires_at"] <= self.clock():
+                holder = f"run {held['run']} (token {held.get('token')})" if held else "nobody"
+                raise NotOwner(
+                    f"run {run} no longer holds the join lease ({holder} does): "
+                    "its assignment is not stored"
+                )
+
+        return check
 
     def _own(self, node_id, run):
         """The join record of this run, renewing its lease; NotOwner when another run holds it."""
@@ -351,7 +383,9 @@ class Join:
         if not solved["assignments"].get(node_id):
             reasons = "; ".join(item["reason"] for item in solved["unplaced"]) or "no role needed"
             log.info("eos_join: %s gets no role: %s", node_id, reasons)
-        stored = self.registry.store_assignment(solved["assignments"])
+        stored = self.registry.store_assignment(
+            solved["assignments"], fence=self.fence(joined["run"])
+        )
         self.fire(ROLES_CHANGED_TAG, {"version": stored["version"], "changes": stored["changes"]})
         joined["changed"] = sorted(stored["changes"])
         joined["dependents"] = sorted(
@@ -546,7 +580,7 @@ class Join:
         if current == previous:
             return {"version": joined["checkpoint"]["version"], "changes": {}}
         existing = {node: roles for node, roles in previous.items() if self.registry.get(node)}
-        stored = self.registry.store_assignment(existing)
+        stored = self.registry.store_assignment(existing, fence=self.fence(joined["run"]))
         self.fire(
             ROLES_CHANGED_TAG,
             {

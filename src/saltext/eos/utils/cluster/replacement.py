@@ -126,7 +126,7 @@ class Replacement:
             scale_changed=scale_changed,
         )
         record["minion_checkpoints"] = self._checkpoint(record["configured"], record["run"])
-        saved = self.registry.store_assignment(wanted)
+        saved = self.registry.store_assignment(wanted, fence=self.flow.fence(record["run"]))
         record["assignment_version"] = saved["version"]
         self.flow.fire(
             joins.ROLES_CHANGED_TAG,

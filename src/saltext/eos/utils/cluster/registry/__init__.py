@@ -17,11 +17,12 @@ the master uses holds it: ``localfs`` by default; ``redis``, ``etcd``, ``consul`
 - bank ``eos/cluster``, key ``assignment``: the last role assignment stored by
   ``eos_roles.apply`` (``{version, assignments, stored_at}``).
 
-Every change (a record and the summary counts together) happens under one lock (the runner
-passes a ``FileLock`` shared by every process of the master), so the counts stay exact however
-many registrations arrive at once. Masters sharing a remote cache do not share that lock: a
-node's record is still only written by the master handling that node, but the summary counts
-may then drift; ``Registry.rebuild_summary`` (``salt-run eos_cluster.info recount=True``)
+Every change (a record and the summary counts together) happens under one lock, so the counts
+stay exact however many registrations arrive at once. ``lock.lock_for`` chooses it from the
+master's ``cache``: a ``FileLock`` in the cachedir (``localfs``: every process of the master),
+or a ``RedisLock`` on the redis server of a redis cache, which every master sharing that cache
+respects. With another shared backend the lock is still a file on each master and the summary
+counts may drift; ``Registry.rebuild_summary`` (``salt-run eos_cluster.info recount=True``)
 recounts them from the records.
 
 Statuses
@@ -70,7 +71,11 @@ e.g. ``{medium: 5, distributed: 10}``. Each scale has a profile: the analyzer th
 (``SCALE_POLICIES``).
 """
 
+from .lock import LOCK_FILE
 from .lock import FileLock
+from .lock import LockLost
+from .lock import RedisLock
+from .lock import lock_for
 from .payload import CHECK_FIELDS
 from .payload import DEFAULT_MAX_CLOCK_SKEW
 from .payload import DISK_FIELDS
@@ -132,7 +137,6 @@ from .store import ASSIGNMENT_KEY
 from .store import CLUSTER_BANK
 from .store import FLOW_STATUSES
 from .store import HISTORY_LIMIT
-from .store import LOCK_FILE
 from .store import MEMBER_STATUSES
 from .store import NODES_BANK
 from .store import REACHABLE_STATUSES
@@ -201,7 +205,9 @@ __all__ = [
     "InvalidPayload",
     "InvalidPolicy",
     "InvalidTransition",
+    "LockLost",
     "Outcome",
+    "RedisLock",
     "Registration",
     "Registry",
     "RegistryBusy",
@@ -218,6 +224,7 @@ __all__ = [
     "decode_signature",
     "empty_summary",
     "encode_signature",
+    "lock_for",
     "max_clock_skew",
     "new_record",
     "node_storage_type",

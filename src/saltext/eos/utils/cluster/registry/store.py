@@ -3,7 +3,6 @@ Node records in the master's Salt cache: statuses, transitions, the summary and 
 """
 
 import logging
-import os
 import secrets
 import threading
 import time
@@ -16,7 +15,7 @@ from saltext.eos.utils import config
 from saltext.eos.utils import formatting
 from saltext.eos.utils.cluster.roles import CONFIGURED_FROM
 
-from .lock import FileLock
+from .lock import lock_for
 from .payload import DEFAULT_MAX_CLOCK_SKEW
 from .payload import DISK_GB
 from .payload import MEMORY_GB
@@ -41,7 +40,6 @@ from .scale import scale_for
 log = logging.getLogger(__name__)
 
 NODES_BANK = "eos/nodes"
-LOCK_FILE = "eos-registry.lock"  # in the master cachedir, beside (not in) the eos banks
 CLUSTER_BANK = "eos/cluster"
 SUMMARY_KEY = "summary"
 ASSIGNMENT_KEY = "assignment"
@@ -80,7 +78,8 @@ if set(SCALE_STARTS) != set(SCALES[1:]) or set(SCALE_POLICIES) != set(SCALES):
 def open_registry(opts, on_change=None, cache=None):
     """
     The registry of the master configured by ``opts``: its Salt cache (default
-    ``salt.cache.factory(opts)``), the lock file in its cachedir, its
+    ``salt.cache.factory(opts)``), the lock its masters share (``lock.lock_for``: a file in
+    its cachedir, or a key on the redis server of a redis cache), its
     ``eos:scale_boundaries`` and ``eos:registration:max_clock_skew_seconds``. InvalidConfig
     names a bad setting.
     """
@@ -91,7 +90,7 @@ def open_registry(opts, on_change=None, cache=None):
     layers = config.Layers.from_salt(opts)
     return Registry(
         cache,
-        lock=FileLock(os.path.join(opts["cachedir"], LOCK_FILE)),
+        lock=lock_for(opts, layers),
         on_change=on_change,
         boundaries=scale_boundaries(layers),
         max_clock_skew=max_clock_skew(layers),
@@ -406,15 +405,20 @@ class Registry:
         record["history"] = [*record["history"], self._entry(REMOVED, reason, self.clock())]
         return self._announce(Outcome(record, [REMOVED]))
 
-    def store_assignment(self, assignments, version=None):
+    def store_assignment(self, assignments, version=None, fence=None):
         """
         Store a role assignment {node id: [roles]}: each node's record gets its roles.
 
-        Every id must have a record; nothing is written otherwise. Returns {version, changes}
-        with changes {id: {old, new}} for the nodes whose roles changed.
+        Every id must have a record; nothing is written otherwise. ``fence``: called under the
+        registry's lock before anything is written, it raises when the caller no longer holds
+        the lease it writes under (a run that stalled past its lease and was taken over), and
+        then nothing is written. Returns {version, changes} with changes {id: {old, new}} for
+        the nodes whose roles changed.
         """
         wanted = _checked_assignment(assignments)
         with self.lock:
+            if fence is not None:
+                fence()
             unknown = [node_id for node_id in wanted if self.get(node_id) is None]
             if unknown:
                 raise UnknownNode(
