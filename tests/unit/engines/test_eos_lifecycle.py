@@ -306,3 +306,25 @@ def test_a_failed_replacement_for_a_removed_node_is_still_tried_again(
     clock.ahead = 200
     engine.one_pass(here)
     assert last_replacement(opts)["run"] == retried["run"]
+
+
+def test_a_pass_rolls_back_a_join_whose_master_died_and_the_node_joins_again(
+    opts, cache, bus, fleet
+):
+    opts["eos"]["join"] = {"lease_seconds": 1}
+    before = cluster(opts, cache, "n1", "n2")
+    reg = seeded(cache)
+    reg.ensure("n3", "its Salt key is pending")
+    reg.accept("n3")
+    flow = master.Master(opts).join_flow()
+    flow.start("n3", "dead")  # its master dies right after taking the lease
+    time.sleep(1.1)
+
+    engine.one_pass(master.Master(opts))
+
+    assert flow.lease() is None
+    assert flow.record("n3")["status"] == "failed"
+    assert "abandoned at step start" in flow.record("n3")["error"]
+    assert seeded(cache).get("n3")["status"] == "accepted"  # joins again
+    assert "eos/cluster/node/n3/accepted" in bus.tags()
+    assert assigned(cache) == before

@@ -12,7 +12,9 @@ Master configuration:
       lifecycle:
         probe_interval_seconds: 15   # and the other keys of saltext.eos.utils.cluster.lifecycle
 
-Every ``probe_interval_seconds`` the engine runs one probe (``salt-run eos_lifecycle.probe``
+Every ``probe_interval_seconds`` the engine first takes over a join lease that expired with
+its join half done (its master died: ``cluster.join.Join.recover_abandoned`` rolls that join
+back and the node joins again), then runs one probe (``salt-run eos_lifecycle.probe``
 does the same by hand). When a member went down, or the assignment still gives roles to a
 node that is down, drained, rejected or removed, it runs a replacement
 (``eos_lifecycle.replace``) in the same process: probing waits while the replacement
@@ -29,6 +31,7 @@ import logging
 import time
 
 from saltext.eos.utils import master
+from saltext.eos.utils.cluster import join as joins
 from saltext.eos.utils.cluster import lifecycle
 from saltext.eos.utils.cluster import replacement as replacements
 
@@ -69,6 +72,7 @@ def one_pass(here, previous=None):
     One probe (``previous``: the last pass's), and a replacement when one is due; returns
     ``(probe, probe interval to keep)``.
     """
+    _recover_abandoned_join(here)
     detector = here.lifecycle()
     outcome = detector.probe(previous)
     stale = replacements.stale_holders(detector.registry)
@@ -91,6 +95,18 @@ def one_pass(here, previous=None):
             record["outcome"],
         )
     return outcome, detector.settings.probe_interval_seconds
+
+
+def _recover_abandoned_join(here):
+    # A join whose master died holds the join lease until it expires; any master's engine
+    # then rolls it back and the node joins again.
+    try:
+        recovered = here.join_flow().recover_abandoned()
+    except joins.JoinFailed as err:
+        log.info("eos_lifecycle: another master is recovering an abandoned join: %s", err)
+        return
+    if recovered:
+        log.warning("eos_lifecycle: abandoned join recovered: %s", recovered)
 
 
 def _retry_due(last, limits):

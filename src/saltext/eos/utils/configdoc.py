@@ -553,6 +553,13 @@ def cluster_sections():
             "targets) or an SLS name.",
         ),
         Section(
+            "`eos:coordination`",
+            f"{MASTER} The registry lock: a file in the cachedir with `cache: localfs`, a key "
+            "on the cache's redis server with `cache: redis`.",
+            table_rows("eos:coordination", registry.LOCK_DEFAULTS, "cluster.md#several-masters"),
+            "Seconds, at least 1.",
+        ),
+        Section(
             "`eos:lifecycle`",
             f"{MASTER} Read by the `eos_lifecycle` engine on every pass.",
             table_rows("eos:lifecycle", lifecycle.DEFAULTS, "cluster.md#node-lifecycle"),

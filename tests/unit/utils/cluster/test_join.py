@@ -199,6 +199,90 @@ def test_an_expired_lease_of_a_dead_run_is_taken_over(reg, fleet, events, clock)
         flow.health("n1", "dead")
 
 
+def abandoned_midway(reg, fleet, events, clock, lease_seconds=100):
+    """n1 and n2 joined; n3's join ran up to its assignment, then its master died."""
+    flow = join_flow(reg, fleet, events, clock, lease_seconds=lease_seconds, lease_wait=500)
+    for node_id in ("n1", "n2"):
+        accept(reg, node_id)
+        assert add(flow, node_id) is None
+    before = reg.assignment()
+    accept(reg, "n3")
+    for step in ("start", "health", "checkpoint", "assign"):
+        getattr(flow, step)("n3", "dead")
+    assert reg.get("n3")["roles"], "the dead run stored its assignment"
+    return flow, before
+
+
+def test_an_abandoned_join_is_rolled_back_once_its_lease_expires_and_the_node_joins_again(
+    reg, fleet, events, clock
+):
+    flow, before = abandoned_midway(reg, fleet, events, clock)
+    assert flow.recover_abandoned() is None, "not before the lease expired"
+
+    clock.now += 101
+    recovered = flow.recover_abandoned()
+
+    assert recovered["abandoned_run"] == "dead"
+    assert recovered["rolled_back"] is True
+    assert "abandoned at step assign" in recovered["error"]
+    # The checkpointed assignment is back (a new version), nothing is left held...
+    assert reg.assignment()["assignments"] == before["assignments"]
+    assert reg.assignment()["version"] > before["version"]
+    assert flow.lease() is None
+    # ...and the node is accepted again with a new token: its join starts afresh.
+    assert recovered["rejoining"] is True
+    record = reg.get("n3")
+    assert record["status"] == "accepted" and record["roles"] == []
+    assert add(flow, "n3", run="afresh") is None
+    assert reg.get("n3")["status"] == "active"
+
+
+def test_a_join_waiting_for_an_expired_lease_rolls_the_abandoned_join_back_first(
+    reg, fleet, events, clock
+):
+    flow, before = abandoned_midway(reg, fleet, events, clock)
+    accept(reg, "n4")
+    clock.now += 101
+    flow.start("n4", "next")
+    assert flow.lease()["run"] == "next"
+    assert reg.get("n3")["status"] == "accepted"  # rolled back, waiting for its new join
+    assert reg.assignment()["assignments"] == before["assignments"]
+
+
+def test_the_dead_run_cannot_write_once_taken_over(reg, fleet, events, clock):
+    flow, _ = abandoned_midway(reg, fleet, events, clock)
+    clock.now += 101
+    flow.recover_abandoned()
+    with pytest.raises(join.NotOwner):
+        reg.store_assignment({"n3": ["data"]}, fence=flow.fence("dead"))
+    assert reg.get("n3")["roles"] == []
+
+
+def test_an_expired_lease_of_a_finished_run_is_only_released(reg, fleet, events, clock):
+    flow = join_flow(reg, fleet, events, clock, lease_seconds=100)
+    accept(reg, "n1")
+    assert add(flow, "n1") is None
+    flow.take_lease("replacement", "replace-1")  # a replacement whose master died
+    clock.now += 101
+    assert flow.recover_abandoned() == {
+        "abandoned_run": "replace-1",
+        "node": "replacement",
+        "rolled_back": False,
+    }
+    assert flow.lease() is None
+    assert reg.get("n1")["status"] == "active"
+
+
+def test_recovery_by_another_master_in_progress_is_not_waited_for(reg, fleet, events, clock):
+    flow, _ = abandoned_midway(reg, fleet, events, clock)
+    clock.now += 101
+    flow.take_lease(join.RECOVERY_HOLDER, "recover-elsewhere")  # the other master's engine
+    started = clock.now
+    assert flow.recover_abandoned() is None
+    assert clock.now == started, "nothing waited"
+    assert flow.lease()["run"] == "recover-elsewhere"
+
+
 def test_accepted_nodes_waiting_for_their_own_join_are_not_placed(reg, fleet, flow):
     accept(reg, "n1")
     add(flow, "n1")

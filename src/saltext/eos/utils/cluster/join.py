@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 JOINS_BANK = "eos/joins"
 LEASE_KEY = "join_lease"  # in registry.CLUSTER_BANK
 LEASE_TOKEN_KEY = "join_lease_token"  # the last fencing token given out
+RECOVERY_HOLDER = "recovery"  # the lease's node field while an abandoned join is rolled back
 # The scale the members were last configured for (by the last join that finished). The
 # registry's own scale moves as soon as a node is accepted, before its join runs.
 CONFIGURED_SCALE_KEY = "configured_scale"
@@ -144,26 +145,32 @@ class Join:
     def _save(self, record):
         self.cache.store(JOINS_BANK, record["node"], record)
 
-    def take_lease(self, node_id, run):
+    def take_lease(self, node_id, run, wait=None):
         """
         The cluster's join lease for ``run`` (naming ``node_id``, or the replacement), waiting
-        up to ``lease_wait`` while another run holds it; JoinFailed when it stays held.
+        up to ``wait`` (default ``lease_wait``) while another run holds it; JoinFailed when it
+        stays held.
         """
-        deadline = self.clock() + self.settings.lease_wait
+        deadline = self.clock() + (self.settings.lease_wait if wait is None else wait)
         while True:
             with self.registry.lock:
                 held = self.lease()
                 now = self.clock()
-                if held is None or held["run"] == run or held["expires_at"] <= now:
-                    if held and held["run"] != run:
-                        log.warning(
-                            "eos_join: the lease of %s (run %s) expired; %s takes over",
-                            held["node"],
-                            held["run"],
-                            node_id,
-                        )
+                taken = held is None or held["run"] == run or held["expires_at"] <= now
+                if taken:
                     self._write_lease(node_id, run, now)
-                    return
+            if taken and held and held["run"] != run:
+                log.warning(
+                    "eos_join: the lease of %s (run %s) expired; %s takes over",
+                    held["node"],
+                    held["run"],
+                    node_id,
+                )
+                if node_id != RECOVERY_HOLDER:
+                    # This run's own node joins now anyway: it is not accepted once more.
+                    self._undo_abandoned(held, run, rejoin=held["node"] != node_id)
+            if taken:
+                return
             if self.clock() >= deadline:
                 raise JoinFailed(
                     f"the join of {held['node']} (run {held['run']}) still holds the lease after "
@@ -541,7 +548,7 @@ class Join:
     def _rollback(self, node_id, run, joined):
         step = joined.get("failed_step") or joined.get("step")
         error = joined.get("error") or f"step {step} did not complete"
-        restored = self.restore_assignment(joined)
+        restored = self.restore_assignment(joined, run)
         self._mark_failed(node_id, step, error)
         minions = self.rollback_minions(joined)
         reapplied = sorted({*joined["changed"], *joined.get("dependents", [])} - {node_id})
@@ -574,13 +581,14 @@ class Join:
             "problems": problems,
         }
 
-    def restore_assignment(self, joined):
+    def restore_assignment(self, joined, run=None):
+        """The checkpointed assignment of ``joined`` again, written under ``run``'s lease."""
         previous = joined["checkpoint"]["assignments"]
         current = (self.registry.assignment() or {}).get("assignments", {})
         if current == previous:
             return {"version": joined["checkpoint"]["version"], "changes": {}}
         existing = {node: roles for node, roles in previous.items() if self.registry.get(node)}
-        stored = self.registry.store_assignment(existing, fence=self.fence(joined["run"]))
+        stored = self.registry.store_assignment(existing, fence=self.fence(run or joined["run"]))
         self.fire(
             ROLES_CHANGED_TAG,
             {
@@ -590,6 +598,49 @@ class Join:
             },
         )
         return stored
+
+    def recover_abandoned(self):
+        """
+        Take over a join lease that expired with its join half done (its master died or
+        stalled past ``lease_seconds``): roll that join back to its checkpoint and accept the
+        node again, so its join starts afresh (on whichever master's reactor gets the event).
+        Rolled back, not completed: what the dead run did after its last recorded step (a
+        highstate cut off midway) is unknown, and only the checkpoint is known to be whole.
+        Returns what was done, or None when no lease is expired. JoinFailed when another
+        master is recovering it (nothing waits).
+        """
+        held = self.lease()
+        if held is None or held["expires_at"] > self.clock():
+            return None
+        run = f"recover-{held['run']}"
+        self.take_lease(RECOVERY_HOLDER, run, wait=0)
+        try:
+            return self._undo_abandoned(held, run)
+        finally:
+            self.release_lease(run)
+
+    def _undo_abandoned(self, held, run, rejoin=True):
+        node_id = held["node"]
+        joined = self.record(node_id)
+        if joined is None or joined["run"] != held["run"] or joined["status"] != "running":
+            # A replacement's or a finished join's lease: nothing is half done in a join record.
+            log.warning("eos_join: the lease of run %s expired; released", held["run"])
+            return {"abandoned_run": held["run"], "node": node_id, "rolled_back": False}
+        log.warning(
+            "eos_join: the join of %s (run %s) was abandoned at step %s; rolling it back",
+            node_id,
+            held["run"],
+            joined["step"],
+        )
+        joined["error"] = (
+            f"abandoned at step {joined['step']}: the lease of run {held['run']} expired "
+            "(its master stopped)"
+        )
+        undone = self._rollback(node_id, run, joined)
+        rejoining = rejoin and (self.registry.get(node_id) or {}).get("status") == "failed"
+        if rejoining:
+            self.registry.accept(node_id, "joins again after an abandoned join")
+        return {"abandoned_run": held["run"], **undone, "rejoining": rejoining}
 
     def _mark_failed(self, node_id, step, error):
         record = self.registry.get(node_id)

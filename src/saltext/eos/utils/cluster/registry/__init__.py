@@ -71,6 +71,7 @@ e.g. ``{medium: 5, distributed: 10}``. Each scale has a profile: the analyzer th
 (``SCALE_POLICIES``).
 """
 
+from .lock import LOCK_DEFAULTS
 from .lock import LOCK_FILE
 from .lock import FileLock
 from .lock import LockLost
@@ -165,6 +166,7 @@ __all__ = [
     "HEALTH_FIELDS",
     "HISTORY_LIMIT",
     "INTERFACE_FIELDS",
+    "LOCK_DEFAULTS",
     "LOCK_FILE",
     "MAX_CHECKS",
     "MAX_DISKS",

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE = "eos-registry.lock"  # in the master cachedir, beside (not in) the eos banks
 # After the cache's own key prefix: registries under other prefixes are other clusters.
 REDIS_LOCK_KEY = "{prefix}eos:lock:registry"
-DEFAULTS = {"lock_timeout_seconds": 30, "lock_ttl_seconds": 30}
+LOCK_DEFAULTS = {"lock_timeout_seconds": 30, "lock_ttl_seconds": 30}
 # Delete the key only while it holds our token: one round trip, so nothing runs in between.
 RELEASE_SCRIPT = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -71,7 +71,7 @@ def settings(layers):
             config.key_name("coordination", key),
             minimum=1,
         )
-        for key, default in DEFAULTS.items()
+        for key, default in LOCK_DEFAULTS.items()
     }
 
 
