@@ -1,12 +1,11 @@
 import contextlib
-import shutil
-import socket
-import subprocess
 import sys
 import time
 
 import pytest
 from saltfactories.utils.functional import Loaders
+
+from tests.support import servers
 
 
 @pytest.fixture(scope="module")
@@ -74,60 +73,19 @@ def _opts_of(module):
     return opts.value() if hasattr(opts, "value") else opts
 
 
-# --- Salt's cache backends: localfs, and redis with a real redis-server -------------------
-
-REDIS_SERVER = shutil.which("redis-server")
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# --- Salt's cache backends: localfs, redis with a real redis-server, etcd with a real etcd ---
 
 
 @pytest.fixture(scope="module")
 def redis_port():
-    """A throwaway redis-server on loopback, without persistence; stopped after the module."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (CI installs it with .ci/install-deps)")
-    pytest.importorskip("redis", reason="Salt's redis cache needs the redis Python package")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            REDIS_SERVER,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, server)
+    with servers.redis_server() as port:
         yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
-def _wait_for_port(port, server, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"redis-server exited with {server.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"redis-server did not listen on {port} within {timeout} s")
+@pytest.fixture(scope="module")
+def etcd_port(tmp_path_factory):
+    with servers.etcd_server(tmp_path_factory.mktemp("etcd")) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +93,7 @@ def base_master_opts(salt_factories, master_id):
     return salt_factories.salt_master_daemon(master_id).config.copy()
 
 
-@pytest.fixture(params=["localfs", "redis"])
+@pytest.fixture(params=["localfs", "redis", "etcd"])
 def master_opts(request, base_master_opts, tmp_path):
     opts = {**base_master_opts, "cachedir": str(tmp_path / "cache"), "cache": request.param}
     if request.param == "redis":
@@ -148,6 +106,16 @@ def master_opts(request, base_master_opts, tmp_path):
                 "cache.redis.banks_prefix": f"{prefix}_BANKS",
                 "cache.redis.keys_prefix": f"{prefix}_KEYS",
                 "cache.redis.timestamp_prefix": f"{prefix}_TS",
+            }
+        )
+    if request.param == "etcd":
+        port = request.getfixturevalue("etcd_port")
+        # Each test gets its own directory of the one server (and so its own lock key).
+        opts.update(
+            {
+                "etcd.host": "127.0.0.1",
+                "etcd.port": port,
+                "etcd.path_prefix": f"/t{time.monotonic_ns()}",
             }
         )
     return opts

@@ -1,18 +1,21 @@
 """
 The lock and the join lease that several masters share, on Salt's real cache backends:
-localfs, and redis with a real redis-server.
+localfs, redis with a real redis-server, and etcd with a real etcd (Salt's cache on its v2
+API, the lock on its v3 leases).
 
 "Two masters" are two master configs with their own cachedirs on one cache: with localfs they
-are one master's processes (the file lock is in the cachedir), with redis they share nothing
-but the redis server, as two machines would.
+are one master's processes (the file lock is in the cachedir), with redis or etcd they share
+nothing but the server, as two machines would.
 """
 
 import concurrent.futures
+import logging
 import multiprocessing
 import threading
 import time
 
 import pytest
+import salt.cache
 
 from saltext.eos.utils import config
 from saltext.eos.utils.cluster import join
@@ -36,10 +39,44 @@ def register_many(opts, node_ids):
     return len(node_ids)
 
 
+LOCKS = {"localfs": registry.FileLock, "redis": registry.RedisLock, "etcd": registry.EtcdLock}
+# The backends whose lock lives in a shared store, with a TTL.
+SHARED = ["redis", "etcd"]
+
+
 def test_the_lock_follows_the_cache_backend(master_opts):
     lock = registry.open_registry(master_opts).lock
-    expected = registry.RedisLock if master_opts["cache"] == "redis" else registry.FileLock
-    assert isinstance(lock, expected)
+    assert type(lock) is LOCKS[master_opts["cache"]]
+
+
+def test_the_lock_tells_the_time_of_its_store(master_opts):
+    lock = registry.open_registry(master_opts).lock
+    first = lock.now()
+    # One machine here: the store's clock is this one's.
+    assert abs(first - time.time()) < 2
+    time.sleep(0.05)
+    assert lock.now() >= first + 0.04
+
+
+def count_under_the_lock(opts, times):
+    """Read, increment and store a counter in the cache ``times`` times, each under the lock."""
+    lock = registry.open_registry(opts).lock
+    cache = salt.cache.factory(opts)
+    for _ in range(times):
+        with lock:
+            value = cache.fetch("eos/test", "counter") or {"n": 0}
+            time.sleep(0.001)  # widen the window a missing lock would lose an update in
+            cache.store("eos/test", "counter", {"n": value["n"] + 1})
+    return times
+
+
+def test_processes_of_two_masters_count_exactly_under_the_lock(master_opts, tmp_path):
+    masters = [master_opts, second_master(master_opts, tmp_path)]
+    context = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
+        done = sum(pool.map(count_under_the_lock, [masters[w % 2] for w in range(4)], [20] * 4))
+    assert done == 80
+    assert salt.cache.factory(master_opts).fetch("eos/test", "counter") == {"n": 80}
 
 
 def test_two_masters_registering_at_once_keep_the_counts_exact(master_opts, tmp_path):
@@ -79,38 +116,67 @@ def test_the_lock_excludes_the_other_masters(master_opts, tmp_path):
     assert inside == []
 
 
-def redis_lock(opts, **limits):
+def shared_lock(opts, **limits):
     layers = config.Layers([("master config", {"coordination": limits})])
     return registry.lock_for(opts, layers)
 
 
-@pytest.mark.parametrize("master_opts", ["redis"], indirect=True)
-def test_a_busy_redis_lock_is_refused_after_the_timeout_naming_the_key(master_opts):
-    holder = redis_lock(master_opts)
-    waiter = redis_lock(master_opts, lock_timeout_seconds=1)
+@pytest.mark.parametrize("master_opts", SHARED, indirect=True)
+def test_a_busy_shared_lock_is_refused_after_the_timeout_naming_the_key(master_opts, tmp_path):
+    holder = shared_lock(master_opts)
+    waiter = shared_lock(second_master(master_opts, tmp_path), lock_timeout_seconds=1)
     with holder:
         started = time.monotonic()
-        with pytest.raises(registry.RegistryBusy, match="eos:lock:registry"), waiter:
+        with pytest.raises(registry.RegistryBusy, match=f"{waiter.key} in "), waiter:
             pass
         assert time.monotonic() - started >= 1
+    with waiter:  # free again: the waiter left nothing behind
+        pass
 
 
-@pytest.mark.parametrize("master_opts", ["redis"], indirect=True)
-def test_a_redis_lock_held_past_its_ttl_frees_itself_and_its_late_release_frees_nothing(
-    master_opts,
+@pytest.mark.parametrize("master_opts", SHARED, indirect=True)
+def test_a_shared_lock_held_past_its_ttl_frees_itself_and_its_late_release_frees_nothing(
+    master_opts, tmp_path, caplog
 ):
-    stalled = redis_lock(master_opts, lock_ttl_seconds=1)
-    successor = redis_lock(master_opts, lock_timeout_seconds=5)
+    # etcd's shortest lease is 2 s by default (it grants at least that).
+    stalled = shared_lock(master_opts, lock_ttl_seconds=2)
+    successor = shared_lock(second_master(master_opts, tmp_path), lock_timeout_seconds=10)
     stalled.__enter__()
-    time.sleep(1.2)  # a master stalled (or died) inside the lock
-    successor.__enter__()  # the lock freed itself
-    held = stalled.client.get(successor.key)
+    started = time.monotonic()
+    successor.__enter__()  # waits until the stalled (or dead) master's lock frees itself
+    assert time.monotonic() - started >= 1.5
+    held = successor.client.get(successor.key)
+    assert held is not None
     # The stalled master wakes up and leaves: it is told, and the successor keeps the lock.
-    with pytest.raises(registry.LockLost, match="expired while held"):
+    with (
+        caplog.at_level(logging.ERROR),
+        pytest.raises(registry.LockLost, match="expired while held"),
+    ):
         stalled.__exit__(None, None, None)
-    assert stalled.client.get(successor.key) == held
+    assert "expired while held" in caplog.text
+    assert successor.client.get(successor.key) == held
     successor.__exit__(None, None, None)
-    assert stalled.client.get(successor.key) is None
+    assert successor.client.get(successor.key) is None
+
+
+@pytest.mark.parametrize("master_opts", SHARED, indirect=True)
+def test_threads_sharing_one_lock_object_each_hold_their_own_token(master_opts):
+    lock = shared_lock(master_opts)
+    order = []
+
+    def wait_then_hold():
+        with lock:
+            order.append("waiter holds it")
+
+    with lock:
+        waiter = threading.Thread(target=wait_then_hold)
+        waiter.start()
+        time.sleep(0.2)
+        order.append("holder leaves")
+    waiter.join(timeout=10)
+    assert order == ["holder leaves", "waiter holds it"]
+    with lock:  # both released with their own tokens: free again
+        pass
 
 
 def join_flow(opts, now, lease_seconds=30, lease_wait=5):

@@ -155,6 +155,7 @@ class Master:
                 fire=self.fire,
                 layers=layers,
                 settings=join.settings(layers),
+                master=self.opts.get("id"),
             )
 
     def replacement(self):
@@ -191,6 +192,7 @@ class Master:
                 call=self.call,
                 # A move is stored whatever the event bus does; a lost event is only logged.
                 fire=self.fire_or_log,
+                master=self.opts.get("id"),
             )
 
     def _announce_all_but_failed(self, node_id, status, record):

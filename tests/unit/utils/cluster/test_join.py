@@ -6,6 +6,9 @@ what each minion was asked, so a test checks which nodes were configured, checkp
 rolled back.
 """
 
+import threading
+import time
+
 import pytest
 
 from saltext.eos.utils import config
@@ -256,6 +259,135 @@ def test_the_dead_run_cannot_write_once_taken_over(reg, fleet, events, clock):
     with pytest.raises(join.NotOwner):
         reg.store_assignment({"n3": ["data"]}, fence=flow.fence("dead"))
     assert reg.get("n3")["roles"] == []
+
+
+def test_each_join_gets_a_higher_lease_token_and_keeps_it_through_its_steps(reg, flow):
+    accept(reg, "n1")
+    flow.start("n1", "run-1")
+    token = flow.lease()["token"]
+    for step in ("health", "checkpoint", "assign", "configure"):
+        getattr(flow, step)("n1", "run-1")
+        assert flow.lease()["token"] == token, f"{step} renews the same holding"
+    flow.finish("n1", "run-1")
+
+    accept(reg, "n2")
+    flow.start("n2", "run-2")
+
+    assert flow.lease()["token"] == token + 1
+    assert reg.cache.fetch(registry.CLUSTER_BANK, join.LEASE_TOKEN_KEY) == {"token": token + 1}
+
+
+def test_the_join_lease_names_its_node_and_master(reg, flow, clock):
+    accept(reg, "n1")
+    flow.master = "master-a"
+    flow.start("n1", "run-1")
+    lease = flow.lease()
+    assert (lease["node"], lease["run"], lease["kind"], lease["master"]) == (
+        "n1",
+        "run-1",
+        "join",
+        "master-a",
+    )
+    assert lease["expires_at"] == clock.now + join.DEFAULTS["lease_seconds"]
+
+
+class StalledSolver:
+    """``solve_roles`` of a run whose master stalls past its lease right before it stores."""
+
+    def __init__(self, flow, clock, successor, node_id):
+        self.solve = flow.solve_roles
+        self.clock, self.successor, self.node_id = clock, successor, node_id
+
+    def __call__(self, *args, **kwargs):
+        solved = self.solve(*args, **kwargs)
+        self.clock.now += 101
+        self.successor.start(self.node_id, "next")  # another master takes the lease over
+        return solved
+
+
+def test_a_stalled_run_cannot_store_its_assignment_after_a_successor_took_over(
+    reg, fleet, events, clock
+):
+    stalled = join_flow(reg, fleet, events, clock, lease_seconds=100, lease_wait=500)
+    successor = join_flow(reg, fleet, events, clock, lease_seconds=100, lease_wait=500)
+    successor.master = "master-b"
+    accept(reg, "n1")
+    accept(reg, "n2")
+    for step in ("start", "health", "checkpoint"):
+        getattr(stalled, step)("n1", "stalled")
+    stalled.solve_roles = StalledSolver(stalled, clock, successor, "n2")
+
+    with pytest.raises(
+        join.NotOwner,
+        match=r"run stalled no longer holds the join lease: run next \(token 2, master "
+        r"master-b\) holds it; its assignment is not stored",
+    ):
+        stalled.assign("n1", "stalled")
+
+    assert reg.assignment() is None, "the stalled run stored nothing"
+    assert reg.get("n1")["roles"] == []
+    # The successor rolled the abandoned join back; the stalled run did not write over that.
+    assert stalled.record("n1")["status"] == "failed"
+    assert "rollback" in stalled.record("n1")
+    assert successor.lease()["run"] == "next"
+
+
+def test_a_stalled_run_cannot_write_its_join_record_over_its_successors(reg, fleet, events, clock):
+    stalled = join_flow(reg, fleet, events, clock, lease_seconds=100, lease_wait=500)
+    successor = join_flow(reg, fleet, events, clock, lease_seconds=100, lease_wait=500)
+    accept(reg, "n1")
+    accept(reg, "n2")
+    for step in ("start", "health", "checkpoint", "assign"):
+        getattr(stalled, step)("n1", "stalled")
+    apply_state = stalled.apply_state
+
+    def stalling_state_run(targets):
+        results = apply_state(targets)
+        clock.now += 101  # the state run outlasts the lease; another master takes it over
+        successor.start("n2", "next")
+        return results
+
+    stalled.apply_state = stalling_state_run
+
+    with pytest.raises(
+        join.NotOwner, match=r"run next .* holds it.*the join record is not written"
+    ):
+        stalled.configure("n1", "stalled")
+
+    record = stalled.record("n1")
+    assert record["status"] == "failed", "the successor's rollback stands"
+    assert "configure" not in record["done"]
+    assert successor.lease()["run"] == "next"
+
+
+def test_the_join_lease_reads_the_registry_locks_clock_when_the_flow_has_none(fleet, events, clock):
+    reg = registry.Registry(MemoryCache(), lock=ClockedLock(clock), clock=clock)
+    flow = join_flow(reg, fleet, events, clock, lease_seconds=100)
+    flow.clock = time.time  # the flow's own clock: this host's
+    accept(reg, "n1")
+    accept(reg, "n2")
+
+    flow.take_lease("n1", "first")
+
+    assert flow.lease()["expires_at"] == clock.now + 100
+    clock.now += 101  # expired by the coordination store's clock, whatever this host says
+    assert flow.take_lease("n2", "second")["run"] == "first"
+    assert flow.lease()["token"] == 2
+
+
+class ClockedLock:
+    """A registry lock with the coordination store's clock (``now``), as a shared lock has."""
+
+    def __init__(self, now):
+        self.now = now
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
 
 
 def test_an_expired_lease_of_a_finished_run_is_only_released(reg, fleet, events, clock):

@@ -1,6 +1,8 @@
 """Datasets: declarations, settings, the registry banks, the move sequence and recovery."""
 
+import copy
 import dataclasses
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from saltext.eos.utils import datasets
 from saltext.eos.utils import errors
 from saltext.eos.utils import master
+from saltext.eos.utils.cluster import lease as leases
 from saltext.eos.utils.datasets import rebalance
 from saltext.eos.utils.datasets import transfer
 from saltext.eos.utils.storage import thresholds
@@ -338,6 +341,102 @@ def test_a_run_that_lost_its_lease_stops_before_changing_anything_more():
 
     assert "commit" not in fleet.calls
     assert store.placement("a")["node"] == "n1"
+    assert fleet.trees["n1"] == {"a": {"f": b"data"}}
+
+
+def test_a_run_that_loses_its_lease_after_the_switch_leaves_the_source_to_its_successor():
+    store, fleet = placed_store(), FakeFleet()
+    leased = iter([None, None, None])  # held up to the switch, lost before the removal
+
+    def still_leased():
+        if next(leased, "lost") == "lost":
+            raise datasets.MoveFailed("run run-a lost the rebalance lease")
+
+    steps = dataclasses.replace(fleet.steps(), still_leased=still_leased)
+    with pytest.raises(datasets.MoveFailed, match="lost the rebalance lease"):
+        datasets.execute_move(store, MOVE, steps, run="run-a")
+
+    assert "remove" not in fleet.calls
+    assert store.placement("a")["node"] == "n2"
+    assert store.journal()["a"]["stage"] == datasets.SWITCHED
+    assert fleet.trees["n1"] == {"a": {"f": b"data"}}, "the source stays for the successor"
+    assert datasets.recover(store, fleet.steps(), live_run="run-b")[0]["action"] == (
+        "removed the source on n1"
+    )
+
+
+class Fenced:
+    """A store fenced by the rebalance lease of run-a, and the clock of that lease."""
+
+    def __init__(self):
+        self.now = [1000.0]
+        self.lock = threading.Lock()
+        self.lease = leases.Lease(
+            MemoryCache(), self.lock, "eos/cluster", "rebalance_lease", "rebalance", 60,
+            clock=lambda: self.now[0],
+        )  # fmt: skip
+        self.plain = datasets.Store(self.lease.cache, clock=lambda: 0)
+        self.plain.place("a", "n1", 4)
+        token = self.lease.take("run-a")["token"]
+        self.store = self.plain.fenced(self.lock, self.lease.fence("run-a", token))
+
+    def take_over(self):
+        """run-a stalls past its lease; run-b takes it over."""
+        self.now[0] += 61
+        self.lease.take("run-b")
+
+
+def test_a_fenced_store_writes_while_its_run_holds_the_lease():
+    fenced = Fenced()
+    fenced.store.write_journal(MOVE, datasets.PULLING, "run-a")
+    fenced.store.switch(MOVE, 4, "run-a")
+    assert fenced.plain.placement("a")["node"] == "n2"
+    assert fenced.plain.journal()["a"]["stage"] == datasets.SWITCHED
+    fenced.store.drop_journal("a")
+    fenced.store.store_report("n2", report({"a": 4}))
+    assert fenced.plain.journal() == {} and "n2" in fenced.plain.reports()
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda store: store.place("a", "n2", 4),
+        lambda store: store.switch(MOVE, 4, "run-a"),
+        lambda store: store.write_journal(MOVE, datasets.COMMITTED, "run-a"),
+        lambda store: store.drop_journal("a"),
+        lambda store: store.store_report("n1", report({"a": 4})),
+    ],
+)
+def test_a_fenced_store_refuses_every_write_of_a_run_whose_lease_was_taken_over(write):
+    fenced = Fenced()
+    fenced.plain.write_journal(MOVE, datasets.PULLING, "run-a")
+    before = copy.deepcopy(fenced.lease.cache.banks)
+    fenced.take_over()
+    before["eos/cluster"] = fenced.lease.cache.banks["eos/cluster"]  # run-b's lease
+
+    with pytest.raises(leases.LeaseLost, match=r"run run-a \(token 1\) no longer holds .* run-b"):
+        write(fenced.store)
+
+    assert fenced.lease.cache.banks == before, "nothing written"
+    assert fenced.store.placement("a")["node"] == "n1", "reads are not fenced"
+
+
+def test_a_move_whose_lease_was_taken_over_before_the_switch_keeps_its_source_placed():
+    fenced, fleet = Fenced(), FakeFleet()
+    manifest = fleet.manifest
+
+    def stalling_manifest(node, name, staged):
+        if node == "n2" and not staged:  # the copy in place, checked right before the switch
+            fenced.take_over()
+        return manifest(node, name, staged)
+
+    fleet.manifest = stalling_manifest
+    with pytest.raises(leases.LeaseLost, match="run-b"):
+        datasets.execute_move(fenced.store, MOVE, fleet.steps(), run="run-a")
+
+    assert fenced.plain.placement("a")["node"] == "n1"
+    assert fenced.plain.journal()["a"]["stage"] == datasets.COMMITTED
+    assert "remove" not in fleet.calls
     assert fleet.trees["n1"] == {"a": {"f": b"data"}}
 
 

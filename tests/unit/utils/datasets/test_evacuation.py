@@ -3,13 +3,17 @@ Emptying a node that leaves: the plan (``evacuation.plan``) and its execution
 (``Rebalance.evacuate``), the verified move with minions standing in over in-memory trees.
 """
 
+import threading
+
 import pytest
 
 from saltext.eos.utils import config
 from saltext.eos.utils import datasets
+from saltext.eos.utils.cluster import lease as leases
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.datasets import evacuation
 from saltext.eos.utils.datasets import execution
+from tests.support.clock import Clock
 from tests.support.datasets import rebalance_lease_held_by
 from tests.support.fleet import Fleet
 from tests.support.fleet import cluster
@@ -320,3 +324,97 @@ def test_a_rebalance_moves_nothing_onto_a_cordoned_node():
 
     here.registry.update("d2", cordoned=False)
     assert {move["to"] for move in here.rebalance.run(threshold=5)["moves"]} == {"d2"}
+
+
+# --- a run that lost its lease is fenced off --------------------------------------------------
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+class ClockedLock:
+    """A registry lock with the coordination store's clock (``now``), as a shared lock has."""
+
+    def __init__(self, now):
+        self.now = now
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
+def stalling_at(here, clock, step):
+    """
+    Minions whose first answer to ``eos_dataset.<step>`` outlasts the rebalance lease, while a
+    run of another master takes the expired lease over; returns that run's lease.
+    """
+    successor = leases.Lease(
+        here.registry.cache,
+        here.registry.lock,
+        registry.CLUSTER_BANK,
+        datasets.REBALANCE_LEASE_KEY,
+        "rebalance",
+        60,
+        master="master-b",
+    )
+    answer = here.rebalance.call
+    stalled = []
+
+    def call(targets, fun, args=(), kwargs=None, timeout=None):
+        answers = answer(targets, fun, args=args, kwargs=kwargs, timeout=timeout)
+        if fun == f"eos_dataset.{step}" and not stalled:
+            stalled.append(fun)
+            clock.now += here.rebalance.settings["lease_seconds"] + 1
+            successor.take("rebalance-next")
+        return answers
+
+    here.rebalance.call = call
+    return successor
+
+
+def test_a_drain_that_lost_its_lease_mid_move_writes_and_removes_nothing_after_its_successor(
+    here, clock
+):
+    here.registry.lock = ClockedLock(clock)
+    here.rebalance.new_run = lambda: "rebalance-stalled"
+    successor = stalling_at(here, clock, "commit")
+
+    outcome = here.rebalance.evacuate("d1")
+
+    assert outcome["moved"] == []
+    error = outcome["failed"][0]["error"]
+    assert "no longer holds the rebalance lease: run rebalance-next" in error
+    assert "run rebalance-stalled (token 1) no longer holds" in error
+    assert "(token 2, master master-b)" in error
+    # The journal entry stays as it was before the commit (the run's commit on the node itself
+    # cannot be taken back): its successor's recovery sees an interrupted move.
+    entry = here.store.journal()[outcome["failed"][0]["dataset"]]
+    assert (entry["stage"], entry["run"]) == (datasets.PULLING, "rebalance-stalled")
+    assert here.placed() == {"a": "d1", "b": "d1"}, "no placement switched"
+    assert sorted(here.fleet.trees["d1"]) == ["a", "b"], "no source removed"
+    assert "remove" not in {step for _, step, _ in here.fleet.dataset_steps}
+    assert successor.holder()["run"] == "rebalance-next", "the stale run released nothing"
+
+
+def test_a_rebalance_that_lost_its_lease_mid_move_switches_no_placement(here, clock):
+    here.registry.lock = ClockedLock(clock)
+    here.rebalance.new_run = lambda: "rebalance-stalled"
+    stalling_at(here, clock, "commit")
+
+    outcome = here.rebalance.run(dry_run=False)
+
+    assert outcome["moved"] == []
+    assert (
+        "rebalance-stalled (token 1) no longer holds the rebalance lease: run rebalance-next"
+        in (outcome["failed"][0]["error"])
+    )
+    assert outcome["retcode"] == 1
+    assert here.placed() == {"a": "d1", "b": "d1"}
+    assert sorted(here.fleet.trees["d1"]) == ["a", "b"]
+    assert {entry["stage"] for entry in here.store.journal().values()} == {datasets.PULLING}

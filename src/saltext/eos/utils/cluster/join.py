@@ -32,7 +32,10 @@ The orchestration ``orchestrate/node_addition.sls`` runs these steps (through th
     checkpoints, re-apply the previous roles on the nodes that changed, release the lease.
 
 Every step names the run (a token the orchestration makes once) and acts only while that run
-holds the lease, so a stale or repeated orchestration cannot act on another run's join.
+holds the lease, so a stale or repeated orchestration cannot act on another run's join. The
+lease is a ``lease.Lease`` with fencing tokens: the assignment and the join record a run writes
+are checked against it under the registry's lock, in the same step as the write, so a run that
+stalled past its lease and was taken over writes nothing after its successor.
 Running the whole flow again for a node that is already active changes nothing: the
 assignment has no churn, the configuration state is idempotent, the node stays active.
 
@@ -49,6 +52,7 @@ from dataclasses import field
 from saltext.eos.utils import config
 from saltext.eos.utils import errors
 from saltext.eos.utils import master
+from saltext.eos.utils.cluster import lease as leases
 from saltext.eos.utils.cluster import placement
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import roles as role_rules
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 
 JOINS_BANK = "eos/joins"
 LEASE_KEY = "join_lease"  # in registry.CLUSTER_BANK
-LEASE_TOKEN_KEY = "join_lease_token"  # the last fencing token given out
+LEASE_TOKEN_KEY = LEASE_KEY + leases.TOKEN_SUFFIX  # the last fencing token given out
 RECOVERY_HOLDER = "recovery"  # the lease's node field while an abandoned join is rolled back
 # The scale the members were last configured for (by the last join that finished). The
 # registry's own scale moves as soon as a node is accepted, before its join runs.
@@ -129,6 +133,7 @@ class Join:
     clock: object = time.time
     sleep: object = time.sleep
     progress: list = field(default_factory=list)
+    master: str | None = None  # the id of the master running the flow, named in its lease
 
     # --- the lease and the join record ---
 
@@ -136,67 +141,76 @@ class Join:
     def cache(self):
         return self.registry.cache
 
+    def _lease(self):
+        """
+        The join lease (``lease.Lease``). Its times are the registry lock's clock (the
+        coordination store's, alike for every master) unless this flow was given a clock.
+        """
+        lock = self.registry.lock
+        return leases.Lease(
+            cache=self.cache,
+            lock=lock,
+            bank=registry.CLUSTER_BANK,
+            key=LEASE_KEY,
+            kind="join",
+            seconds=self.settings.lease_seconds,
+            clock=self.clock if self.clock is not time.time else getattr(lock, "now", time.time),
+            master=self.master,
+        )
+
     def lease(self):
-        return self.cache.fetch(registry.CLUSTER_BANK, LEASE_KEY) or None
+        return self._lease().holder()
 
     def record(self, node_id):
         return self.cache.fetch(JOINS_BANK, node_id) or None
 
-    def _save(self, record):
-        self.cache.store(JOINS_BANK, record["node"], record)
+    def _save(self, record, run):
+        """
+        Store a join record written by ``run``, renewing its lease: under the lock, fenced, so
+        a run that lost its lease (another run took it over) cannot write after its successor.
+        """
+        refused = "the join record is not written"
+        lease = self._lease()
+        try:
+            lease.renew(run)
+        except leases.LeaseLost as lost:
+            raise NotOwner(f"{lost}; {refused}") from lost
+        fence = self._fence(run, refused, lease)
+        with self.registry.lock:
+            fence()
+            self.cache.store(JOINS_BANK, record["node"], record)
 
     def take_lease(self, node_id, run, wait=None):
         """
         The cluster's join lease for ``run`` (naming ``node_id``, or the replacement), waiting
         up to ``wait`` (default ``lease_wait``) while another run holds it; JoinFailed when it
-        stays held.
+        stays held. Returns the expired lease of another run it took over, else None.
         """
         deadline = self.clock() + (self.settings.lease_wait if wait is None else wait)
+        lease = self._lease()
         while True:
-            with self.registry.lock:
-                held = self.lease()
-                now = self.clock()
-                taken = held is None or held["run"] == run or held["expires_at"] <= now
-                if taken:
-                    self._write_lease(node_id, run, now)
-            if taken and held and held["run"] != run:
+            try:
+                _, replaced = lease.acquire(run, node=node_id)
+            except leases.LeaseBusy as busy:
+                held = busy.holder
+                if self.clock() >= deadline:
+                    raise JoinFailed(
+                        f"the join of {held.get('node')} (run {held['run']}) still holds the "
+                        f"lease after {self.settings.lease_wait:g} s; {node_id} did not start"
+                    ) from busy
+                self.sleep(1.0)
+                continue
+            if replaced is not None:
                 log.warning(
                     "eos_join: the lease of %s (run %s) expired; %s takes over",
-                    held["node"],
-                    held["run"],
+                    replaced.get("node"),
+                    replaced["run"],
                     node_id,
                 )
                 if node_id != RECOVERY_HOLDER:
                     # This run's own node joins now anyway: it is not accepted once more.
-                    self._undo_abandoned(held, run, rejoin=held["node"] != node_id)
-            if taken:
-                return
-            if self.clock() >= deadline:
-                raise JoinFailed(
-                    f"the join of {held['node']} (run {held['run']}) still holds the lease after "
-                    f"{self.settings.lease_wait:g} s; {node_id} did not start"
-                )
-            self.sleep(1.0)
-
-    def _write_lease(self, node_id, run, now):
-        held = self.lease()
-        if held is not None and held["run"] == run and "token" in held:
-            token = held["token"]
-        else:
-            # A new holder: a token above every earlier one, so writes can be fenced by it.
-            counter = self.cache.fetch(registry.CLUSTER_BANK, LEASE_TOKEN_KEY) or {}
-            token = counter.get("token", 0) + 1
-            self.cache.store(registry.CLUSTER_BANK, LEASE_TOKEN_KEY, {"token": token})
-        self.cache.store(
-            registry.CLUSTER_BANK,
-            LEASE_KEY,
-            {
-                "node": node_id,
-                "run": run,
-                "token": token,
-                "expires_at": now + self.settings.lease_seconds,
-            },
-        )
+                    self._undo_abandoned(replaced, run, rejoin=replaced.get("node") != node_id)
+            return replaced
 
     def fence(self, run):
         """
@@ -204,53 +218,59 @@ class Join:
         holds the join lease, unexpired. It runs under the registry's lock, atomically with
         the write, so a run that lost its lease cannot write over its successor's assignment.
         """
+        return self._fence(run, "its assignment is not stored")
 
-        def check():
-            held = self.lease()
-            if held is None or held["run"] != run or held["expires_at"] <= self.clock():
-                holder = f"run {held['run']} (token {held.get('token')})" if held else "nobody"
-                raise NotOwner(
-                    f"run {run} no longer holds the join lease ({holder} does): "
-                    "its assignment is not stored"
-                )
+    def _fence(self, run, refused, lease=None):
+        check = (lease or self._lease()).fence(run)
 
-        return check
+        def fenced():
+            try:
+                check()
+            except leases.LeaseLost as lost:
+                raise NotOwner(f"{lost}; {refused}") from lost
+
+        return fenced
 
     def _own(self, node_id, run):
         """The join record of this run, renewing its lease; NotOwner when another run holds it."""
-        with self.registry.lock:
-            held = self.lease()
-            if held is None or held["run"] != run or held["node"] != node_id:
-                holder = f"{held['node']} (run {held['run']})" if held else "nobody"
-                raise NotOwner(
-                    f"run {run} of {node_id} does not hold the join lease ({holder} does)"
-                )
-            self._write_lease(node_id, run, self.clock())
+        try:
+            self._lease().renew(run, node=node_id)
+        except leases.LeaseLost as lost:
+            held = lost.holder
+            holder = f"{held.get('node')} (run {held['run']})" if held else "nobody"
+            raise NotOwner(
+                f"run {run} of {node_id} does not hold the join lease ({holder} does)"
+            ) from lost
         joined = self.record(node_id)
         if joined is None or joined["run"] != run:
             raise NotOwner(f"no join record of run {run} for {node_id}")
         return joined
 
     def release_lease(self, run):
-        with self.registry.lock:
-            held = self.lease()
-            if held is not None and held["run"] == run:
-                self.cache.flush(registry.CLUSTER_BANK, LEASE_KEY)
+        self._lease().release(run)
 
     def _step(self, node_id, run, name, work):
         """Run ``work(joined)`` as step ``name``; a failure is recorded for the rollback."""
         joined = self._own(node_id, run)
         joined["step"] = name
-        self._save(joined)
+        self._save(joined, run)
         try:
             outcome = work(joined)
         except JoinFailed as err:
             joined.update(failed_step=name, error=str(err))
-            self._save(joined)
+            self._save_failure(joined, run, err)
             raise
         joined.setdefault("done", []).append(name)
-        self._save(joined)
+        self._save(joined, run)
         return outcome
+
+    def _save_failure(self, joined, run, err):
+        try:
+            self._save(joined, run)
+        except NotOwner:
+            if not isinstance(err, NotOwner):
+                raise
+            # The step failed as its run lost the lease: the successor owns the record now.
 
     # --- the steps ---
 
@@ -300,7 +320,7 @@ class Join:
             "failed_step": None,
             "error": None,
         }
-        self._save(joined)
+        self._save(joined, run)
         return {"node": node_id, "run": run, "checkpoint": joined["checkpoint"]}
 
     def health(self, node_id, run):
@@ -463,7 +483,7 @@ class Join:
         others = sorted(set(members) - set(targets) - set(followers)) if scale_changed else []
         # Recorded before anything runs: a failure midway must roll back every node touched.
         joined["configured"] = sorted({*targets, *followers, *others})
-        self._save(joined)
+        self._save(joined, joined["run"])
         results = self.apply_state(targets)
         if followers:
             results.update(self.apply_state(followers))
@@ -505,7 +525,7 @@ class Join:
         roles = self._step(node_id, run, "finish", lambda joined: self._activate(node_id))
         joined = self._own(node_id, run)
         joined.update(status="active", finished_at=self.clock())
-        self._save(joined)
+        self._save(joined, run)
         self.release_lease(run)
         return {"node": node_id, "status": "active", "roles": roles}
 
@@ -568,7 +588,7 @@ class Join:
                 "problems": problems,
             },
         )
-        self._save(joined)
+        self._save(joined, run)
         return {
             "rolled_back": True,
             "node": node_id,
@@ -609,13 +629,14 @@ class Join:
         Returns what was done, or None when no lease is expired. JoinFailed when another
         master is recovering it (nothing waits).
         """
-        held = self.lease()
-        if held is None or held["expires_at"] > self.clock():
+        lease = self._lease()
+        held = lease.holder()
+        if held is None or not lease.expired(held):
             return None
         run = f"recover-{held['run']}"
-        self.take_lease(RECOVERY_HOLDER, run, wait=0)
+        replaced = self.take_lease(RECOVERY_HOLDER, run, wait=0)
         try:
-            return self._undo_abandoned(held, run)
+            return self._undo_abandoned(replaced or held, run)
         finally:
             self.release_lease(run)
 

@@ -33,8 +33,10 @@ it), each in a bank of its own with one key per item:
   stage, run, started_at}``. A move writes it before it copies anything and drops it once the
   source is gone, so an interrupted move is finished or undone by the next run (``recover``).
 
-Executions hold the cluster's rebalance lease (``utils/lease.py``) named after their run: one
-at a time cluster-wide, and recovery never touches an entry of the run holding the lease.
+Executions hold the cluster's rebalance lease (``cluster/lease.py``) named after their run: one
+at a time cluster-wide, and recovery never touches an entry of the run holding the lease. Every
+write an execution makes to these banks is fenced by its lease (``Store.fenced``): made under
+the registry's lock, and refused once another run has taken the lease over.
 
 Moving
 ======

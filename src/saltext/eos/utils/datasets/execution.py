@@ -12,6 +12,7 @@ the settings and declarations, and two callables (as ``cluster.join.Join`` gets 
 """
 
 import concurrent.futures
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class Rebalance:
     call: Callable
     fire: Callable
     new_run: Callable = field(default=lambda: f"rebalance-{uuid.uuid4().hex[:16]}")
+    master: str | None = None  # the id of the master running it, named in its lease
 
     # --- the two entry points ---
 
@@ -80,7 +82,7 @@ class Rebalance:
         run = self.new_run()
         lease = self._lease()
         try:
-            lease.take(run, by="eos_storage.rebalance")
+            taken = lease.take(run, by="eos_storage.rebalance")
         except leases.LeaseBusy as busy:
             return {
                 "dry_run": False,
@@ -92,7 +94,7 @@ class Rebalance:
                 "retcode": 1,
             }
         try:
-            return self._rebalance(threshold, excluded, run)
+            return self._fenced(lease, taken)._rebalance(threshold, excluded, run)
         finally:
             lease.release(run)
 
@@ -134,28 +136,29 @@ class Rebalance:
         run = self.new_run()
         lease = self._lease()
         try:
-            lease.take(run, by="eos_cluster.drain", node=node)
+            taken = lease.take(run, by="eos_cluster.drain", node=node)
         except leases.LeaseBusy as busy:
             return self._evacuation(node, blocked=[f"{busy}: nothing moved"])
         try:
-            recovered = recover(self.store, self._steps(run), live_run=run)
-            gathered = self.refresh()
-            records = self.registry.records()
-            nodes, placed, _ = planner_inputs(
-                records, self.store.reports(), self.store.placements(), self.declared
-            )
-            if node in gathered["unreported"]:
-                return self._evacuation(
-                    node, blocked=[f"{node} did not report its datasets: nothing moved"]
-                )
-            cordoned = {record["id"] for record in records if record.get("cordoned")}
-            moves, left = evacuation.plan(nodes, placed, node, excluded=cordoned - {node})
-            moved, failed = self._execute(moves, run)
-            return self._evacuation(
-                node, moved=moved, failed=failed, left=left, recovered=recovered
-            )
+            return self._fenced(lease, taken)._evacuate(node, run)
         finally:
             lease.release(run)
+
+    def _evacuate(self, node, run):
+        recovered = recover(self.store, self._steps(run), live_run=run)
+        gathered = self.refresh()
+        records = self.registry.records()
+        nodes, placed, _ = planner_inputs(
+            records, self.store.reports(), self.store.placements(), self.declared
+        )
+        if node in gathered["unreported"]:
+            return self._evacuation(
+                node, blocked=[f"{node} did not report its datasets: nothing moved"]
+            )
+        cordoned = {record["id"] for record in records if record.get("cordoned")}
+        moves, left = evacuation.plan(nodes, placed, node, excluded=cordoned - {node})
+        moved, failed = self._execute(moves, run)
+        return self._evacuation(node, moved=moved, failed=failed, left=left, recovered=recovered)
 
     def _evacuation(self, node, **outcome):
         remaining = sorted(
@@ -375,7 +378,26 @@ class Rebalance:
             key=REBALANCE_LEASE_KEY,
             kind="rebalance",
             seconds=self.settings["lease_seconds"],
+            master=self.master,
         )
+
+    def _fenced(self, lease, taken):
+        """
+        This rebalance for the run that took ``taken`` (its lease record): every write to the
+        dataset store is made under the registry's lock after the lease's fence, so once the
+        run lost its lease (another run took it over) it writes nothing more; the step stops
+        with MoveFailed, as one that finds the lease lost before it starts.
+        """
+        run = taken["run"]
+        check = lease.fence(run, taken["token"])
+
+        def fence():
+            try:
+                check()
+            except leases.LeaseLost as err:
+                raise MoveFailed(f"{err}; nothing written, stopping before the next step") from err
+
+        return dataclasses.replace(self, store=self.store.fenced(self.registry.lock, fence))
 
     def _still_leased(self, run):
         try:

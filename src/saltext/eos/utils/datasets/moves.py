@@ -14,7 +14,10 @@ REBALANCE_LEASE_KEY = "rebalance_lease"  # in the registry's cluster bank
 
 
 class MoveFailed(errors.OperationFailed):
-    """A move stopped before the switch: the source is intact and still the placement."""
+    """
+    A move stopped. Before the switch the source is intact and still the placement; after it,
+    the journal entry at ``switched`` has the next run remove the source.
+    """
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,10 @@ class MoveSteps:
 def execute_move(store, move, steps, run=None):
     """
     Run one move (``{dataset, from, to, bytes}``) for ``run``; returns its result. Raises
-    MoveFailed when it stops before the switch, with the source intact and still placed.
+    MoveFailed when it stops: before the switch with the source intact and still placed;
+    after it (the source's removal failed, or the run lost its lease) with the journal entry
+    at ``switched``, for the next run's recovery to remove the source. Under a lease, ``store``
+    is a ``FencedStore``: a run that lost its lease writes no journal entry and no placement.
     """
     name, source, destination = move["dataset"], move["from"], move["to"]
     steps.still_leased()
@@ -70,10 +76,12 @@ def execute_move(store, move, steps, run=None):
     store.write_journal(move, COMMITTED, run)
     copied = steps.manifest(destination, name, False)
     steps.still_leased()
-    store.place(name, destination, copied["bytes"])
-    store.write_journal(move, SWITCHED, run)
+    store.switch(move, copied["bytes"], run)
     result = {**move, "verified_files": copied["count"], "verified_bytes": copied["bytes"]}
     steps.announce(result)
+    # Switched: a run that lost its lease leaves the source to its successor's recovery,
+    # which may have moved the dataset on (even back onto the source) meanwhile.
+    steps.still_leased()
     steps.remove(source, name)
     store.drop_journal(name)
     return result
@@ -104,10 +112,10 @@ def recover(store, steps, live_run=None):
             else:
                 steps.clean_partial(entry["to"], name, entry["stage"] != PULLING)
                 action = f"cleaned the partial copy on {entry['to']}"
+            store.drop_journal(name)
         except MoveFailed as err:
             done.append({"dataset": name, "action": "kept in the journal", "error": str(err)})
             continue
-        store.drop_journal(name)
         done.append({"dataset": name, "action": action})
     return done
 

@@ -10,6 +10,7 @@ from saltext.eos.utils.cluster import registry as node_registry
 from saltext.eos.utils.datasets import rebalance
 from saltext.eos.utils.storage import thresholds
 
+from .moves import SWITCHED
 from .settings import InvalidDatasets
 
 PLACEMENTS_BANK = "eos/datasets"
@@ -77,6 +78,19 @@ class Store:
     def drop_journal(self, name):
         self.cache.flush(JOURNAL_BANK, name)
 
+    def switch(self, move, size, run=None):
+        """
+        The switch of ``move``: its dataset placed on the destination (``size`` bytes) and its
+        journal entry at ``switched``, together (one fenced write in a ``FencedStore``).
+        """
+        placement = self.place(move["dataset"], move["to"], size)
+        self.write_journal(move, SWITCHED, run)
+        return placement
+
+    def fenced(self, lock, check):
+        """This store, with every write made under ``lock`` right after ``check()``."""
+        return FencedStore(self.cache, lock, check, clock=self.clock)
+
     def _all(self, bank):
         found = {}
         for key in sorted(self.cache.list(bank)):
@@ -87,6 +101,48 @@ class Store:
 
     def _now(self):
         return formatting.timestamp(self.clock())
+
+
+class FencedStore(Store):
+    """
+    A ``Store`` whose writes are fenced: each is made under ``lock`` (the registry's) right
+    after ``check()`` (a lease's fence), which raises when the run writing no longer holds its
+    lease, and then nothing is written. A run that stalled past its lease and was taken over
+    so never writes a placement or a journal entry after its successor. Reads are not fenced.
+    """
+
+    def __init__(self, cache, lock, check, clock=time.time):
+        super().__init__(cache, clock=clock)
+        self.lock = lock
+        self.check = check
+
+    def place(self, name, node, size):
+        with self.lock:
+            self.check()
+            return super().place(name, node, size)
+
+    def store_report(self, node_id, report):
+        with self.lock:
+            self.check()
+            return super().store_report(node_id, report)
+
+    def write_journal(self, move, stage, run=None):
+        with self.lock:
+            self.check()
+            return super().write_journal(move, stage, run)
+
+    def drop_journal(self, name):
+        with self.lock:
+            self.check()
+            return super().drop_journal(name)
+
+    def switch(self, move, size, run=None):
+        with self.lock:
+            self.check()
+            # The plain writes: the lock is not re-entrant, and this one check covers both.
+            placement = Store.place(self, move["dataset"], move["to"], size)
+            Store.write_journal(self, move, SWITCHED, run)
+            return placement
 
 
 def check_report(node_id, report):

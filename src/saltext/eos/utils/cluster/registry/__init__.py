@@ -71,8 +71,14 @@ e.g. ``{medium: 5, distributed: 10}``. Each scale has a profile: the analyzer th
 (``SCALE_POLICIES``).
 """
 
+from .etcd_client import EtcdAccessDenied
+from .etcd_client import EtcdClient
+from .etcd_client import EtcdError
+from .etcd_client import EtcdUnreachable
+from .lock import ETCD_LOCK_KEY
 from .lock import LOCK_DEFAULTS
 from .lock import LOCK_FILE
+from .lock import EtcdLock
 from .lock import FileLock
 from .lock import LockLost
 from .lock import RedisLock
@@ -162,6 +168,7 @@ __all__ = [
     "DISK_FIELDS",
     "DISK_GB",
     "DOMAIN_FIELDS",
+    "ETCD_LOCK_KEY",
     "FLOW_STATUSES",
     "HEALTH_FIELDS",
     "HISTORY_LIMIT",
@@ -201,6 +208,11 @@ __all__ = [
     "AlreadyRegistered",
     "ClockSkew",
     "Decision",
+    "EtcdAccessDenied",
+    "EtcdClient",
+    "EtcdError",
+    "EtcdLock",
+    "EtcdUnreachable",
     "FileLock",
     "InvalidBoundaries",
     "InvalidNodeId",
