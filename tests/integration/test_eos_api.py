@@ -7,20 +7,17 @@ the package's ``eos_api`` netapi module. One minion publishes ``eos_storage.anal
 the mine. Tests build on each other, in file order.
 """
 
-import json
 import time
-import urllib.error
-import urllib.request
 
-import attr
 import hypothesis
 import pytest
 import schemathesis
 from pytestshellutils.utils import ports
-from saltfactories.bases import SaltDaemon
-from saltfactories.daemons.api import SaltApi
 
 from saltext.eos.utils import api
+from tests.support.eos_api import EosApiDaemon
+from tests.support.eos_api import call
+from tests.support.eos_api import login
 
 ADMIN = ("admin", "admin-secret")
 READER = ("reader", "reader-secret")
@@ -36,15 +33,6 @@ PREREGISTERED = "api-node-1"
 GIB = 1024**3
 # Generated requests per endpoint: enough to find a crash, few enough to stay near a minute.
 CONTRACT_EXAMPLES = 20
-
-
-@attr.s(kw_only=True, slots=True)
-class EosApiDaemon(SaltApi):
-    """salt-api serving eos_api: salt-factories only knows the ports of its own two modules."""
-
-    def __attrs_post_init__(self):
-        self.check_ports = [self.config["eos_api"]["port"]]
-        SaltDaemon.__attrs_post_init__(self)
 
 
 @pytest.fixture(scope="module")
@@ -90,55 +78,6 @@ def salt_api(master):
 @pytest.fixture(scope="module")
 def base_url(salt_api, api_port):
     return f"http://127.0.0.1:{api_port}{api.PREFIX}"
-
-
-class Reply:
-    def __init__(self, status, headers, raw):
-        self.status = status
-        self.headers = headers
-        self.raw = raw
-        self.json = json.loads(raw) if raw else None
-
-    @property
-    def data(self):
-        assert self.json["status"] == "success", self.json
-        return self.json["data"]
-
-    @property
-    def error(self):
-        assert self.json["status"] == "error", self.json
-        return self.json["error"]
-
-    def __repr__(self):
-        return f"Reply({self.status}, {self.raw[:400]!r})"
-
-
-def call(base_url, method, path, body=None, token=None, raw=None, headers=None):
-    if raw is None and body is not None:
-        raw = json.dumps(body).encode()
-    request = urllib.request.Request(base_url + path, data=raw, method=method)
-    if raw is not None:
-        request.add_header("Content-Type", "application/json")
-    if token is not None:
-        request.add_header("X-Auth-Token", token)
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=180) as response:
-            reply = Reply(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as err:
-        reply = Reply(err.code, err.headers, err.read())
-    # Whatever happened, the client never sees Python's insides.
-    assert b"Traceback" not in reply.raw and b'File "' not in reply.raw, reply
-    return reply
-
-
-def login(base_url, user):
-    reply = call(
-        base_url, "POST", "/login", {"username": user[0], "password": user[1], "eauth": "file"}
-    )
-    assert reply.status == 200, reply
-    return reply.data["token"]
 
 
 @pytest.fixture(scope="module")

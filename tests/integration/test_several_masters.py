@@ -13,6 +13,7 @@ what it measured.
 
 import collections
 import concurrent.futures
+import contextlib
 import json
 import pathlib
 import shutil
@@ -22,8 +23,10 @@ import time
 import psutil
 import pytest
 import salt.cache
+from pytestshellutils.utils import ports
 from saltfactories.utils import random_string
 
+from saltext.eos.utils import api
 from saltext.eos.utils.cluster import join as joins
 from saltext.eos.utils.cluster import registry
 from tests.support import servers
@@ -31,8 +34,12 @@ from tests.support.cluster import SMALL_CATALOGUE
 from tests.support.cluster import join_master_block
 from tests.support.cluster import minion_overrides
 from tests.support.cluster import wait_for
+from tests.support.eos_api import EosApiDaemon
+from tests.support.eos_api import call
+from tests.support.eos_api import login
 
 ADDRESSES = {"a": "127.0.0.1", "b": "127.0.0.2"}
+OPERATOR = ("operator", "operator-secret")
 # Small so that a join its master abandoned is taken over within the test; a join's steps
 # each take seconds here, far below it.
 LEASE_SECONDS = 45
@@ -58,6 +65,7 @@ def trees(tmp_path_factory):
     for name in ("states", "pillar"):
         (root / name).mkdir()
     (root / "states" / "top.sls").write_text("base:\n  '*':\n    - eos.roles\n")
+    (root / "users.txt").write_text(f"{OPERATOR[0]}:{OPERATOR[1]}\n")
     (root / "pillar" / "top.sls").write_text("base:\n  '*':\n    - nodes\n")
     # Minions share this host: each keeps its EOS files apart; software is not installed.
     (root / "pillar" / "nodes.sls").write_text(
@@ -68,11 +76,21 @@ def trees(tmp_path_factory):
     return root
 
 
-def master_config(trees, redis_port, interface, ports=None):
+def master_config(trees, redis_port, interface, shared_ports=None):
     return {
         **join_master_block(),
-        **(ports or {}),
+        **(shared_ports or {}),
         "interface": interface,
+        # Each master serves the REST API; eauth tokens live in the shared cache too.
+        "eos_api": {"port": ports.get_unused_localhost_port()},
+        "netapi_enable_clients": ["runner"],
+        "external_auth": {
+            "file": {
+                "^filename": str(trees / "users.txt"),
+                "^filetype": "text",
+                OPERATOR[0]: [{"@runner": ["eos_cluster.*"]}],
+            }
+        },
         "file_roots": {"base": [str(trees / "states")]},
         "pillar_roots": {"base": [str(trees / "pillar")]},
         # What the masters share besides the key pair (see share_keys): the cache.
@@ -102,10 +120,10 @@ def masters(salt_factories, trees, redis_port):
     first = salt_factories.salt_master_daemon(
         random_string("master-a-"), overrides=master_config(trees, redis_port, ADDRESSES["a"])
     )
-    ports = {key: first.config[key] for key in ("ret_port", "publish_port")}
+    shared_ports = {key: first.config[key] for key in ("ret_port", "publish_port")}
     second = salt_factories.salt_master_daemon(
         random_string("master-b-"),
-        overrides=master_config(trees, redis_port, ADDRESSES["b"], ports),
+        overrides=master_config(trees, redis_port, ADDRESSES["b"], shared_ports),
     )
     with first.started():
         share_keys(first, second)
@@ -278,6 +296,32 @@ def test_no_node_is_joined_twice(masters, names, cluster, event_listener):
         assert sum(len(events) for events in active.values()) == 1, (node, active)
         history = [entry["status"] for entry in shared_registry(masters["b"]).get(node)["history"]]
         assert history.count("active") == 1, (node, history)
+
+
+@pytest.fixture(scope="module")
+def api_urls(masters):
+    """{"a": url, "b": url}: salt-api serving eos_api on each master."""
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for key, master in masters.items():
+            factory = master.salt_api_daemon(factory_class=EosApiDaemon)
+            stack.enter_context(factory.started())
+            urls[key] = f"http://127.0.0.1:{master.config['eos_api']['port']}{api.PREFIX}"
+        yield urls
+
+
+def test_rest_api_of_either_master_serves_the_one_registry(names, cluster, api_urls):
+    """A token from one master's API works at the other's; both list the same nodes."""
+    token = login(api_urls["a"], OPERATOR)
+    listed = {}
+    for key, url in api_urls.items():
+        reply = call(url, "GET", "/nodes", token=token)
+        assert reply.status == 200, (key, reply)
+        listed[key] = {node["id"]: node["status"] for node in reply.data["nodes"]}
+    assert listed["a"] == listed["b"] == dict.fromkeys(names, "active")
+    info = call(api_urls["b"], "GET", "/cluster/info", token=token)
+    assert info.status == 200, info
+    assert info.data["node_count"] == len(names)
 
 
 def orchestrate(master, node, run, *extra):
