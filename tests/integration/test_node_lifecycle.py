@@ -26,6 +26,7 @@ from tests.support.cluster import join_master_block
 from tests.support.cluster import minion_overrides
 from tests.support.cluster import read_registry
 from tests.support.cluster import run_ok
+from tests.support.cluster import started_together
 from tests.support.cluster import wait_for
 from tests.support.datasets import MB
 from tests.support.datasets import tree_digest
@@ -124,15 +125,8 @@ def minions(master, names, trees):
                 eos={"dataset": {"root": str(root), "capacity_bytes": SHARE}},
             ),
         )
-    with concurrent.futures.ThreadPoolExecutor(len(factories)) as pool:
-        for started in pool.map(lambda factory: factory.start(), factories.values()):
-            assert started is not False
-    try:
+    with started_together(factories):
         yield factories
-    finally:
-        for factory in factories.values():
-            if factory.is_running():
-                factory.terminate()
 
 
 def register(master, minion_id):

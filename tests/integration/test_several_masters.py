@@ -33,6 +33,7 @@ from tests.support import servers
 from tests.support.cluster import SMALL_CATALOGUE
 from tests.support.cluster import join_master_block
 from tests.support.cluster import minion_overrides
+from tests.support.cluster import started_together
 from tests.support.cluster import wait_for
 from tests.support.eos_api import EosApiDaemon
 from tests.support.eos_api import call
@@ -163,23 +164,16 @@ def minions(masters, names):
         )
         for minion_id in names
     }
-    with concurrent.futures.ThreadPoolExecutor(len(factories)) as pool:
-        for started in pool.map(lambda factory: factory.start(), factories.values()):
-            assert started is not False
-    # Connected to both: each master gets an answer from every minion.
-    for master in masters.values():
-        wait_for(
-            lambda master=master: answers(master, names) == set(names),
-            f"every minion to answer {master.id}",
-            timeout=120,
-            interval=1,
-        )
-    try:
+    with started_together(factories):
+        # Connected to both: each master gets an answer from every minion.
+        for master in masters.values():
+            wait_for(
+                lambda master=master: answers(master, names) == set(names),
+                f"every minion to answer {master.id}",
+                timeout=120,
+                interval=1,
+            )
         yield factories
-    finally:
-        for factory in factories.values():
-            if factory.is_running():
-                factory.terminate()
 
 
 def answers(master, names):

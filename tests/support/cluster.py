@@ -1,5 +1,7 @@
 """What the cluster integration tests share: waiting, checked calls and minion settings."""
 
+import concurrent.futures
+import contextlib
 import pathlib
 import time
 
@@ -64,3 +66,20 @@ def minion_overrides(master, **extra):
 def read_registry(master):
     """The registry as the master stores it, read directly: fast enough to poll."""
     return registry.Registry(salt.cache.factory(master.config))
+
+
+@contextlib.contextmanager
+def started_together(factories):
+    """
+    Every minion factory of ``{id: factory}`` started at once, as machines booted together;
+    those still running are terminated on the way out.
+    """
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(factories)) as pool:
+            for started in pool.map(lambda factory: factory.start(), factories.values()):
+                assert started is not False
+        yield factories
+    finally:
+        for factory in factories.values():
+            if factory.is_running():
+                factory.terminate()

@@ -6,7 +6,6 @@ what each minion was asked, so a test checks which nodes were configured, checkp
 rolled back.
 """
 
-import threading
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from saltext.eos.utils import master
 from saltext.eos.utils.cluster import join
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.cluster import roles as role_rules
+from tests.support.clock import ClockedLock
 from tests.support.fleet import Fleet
 from tests.support.fleet import join_flow
 from tests.support.memory_cache import MemoryCache
@@ -373,21 +373,6 @@ def test_the_join_lease_reads_the_registry_locks_clock_when_the_flow_has_none(fl
     clock.now += 101  # expired by the coordination store's clock, whatever this host says
     assert flow.take_lease("n2", "second")["run"] == "first"
     assert flow.lease()["token"] == 2
-
-
-class ClockedLock:
-    """A registry lock with the coordination store's clock (``now``), as a shared lock has."""
-
-    def __init__(self, now):
-        self.now = now
-        self._lock = threading.Lock()
-
-    def __enter__(self):
-        self._lock.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self._lock.release()
 
 
 def test_an_expired_lease_of_a_finished_run_is_only_released(reg, fleet, events, clock):

@@ -9,22 +9,8 @@ import time
 import pytest
 
 from saltext.eos.utils.cluster import lease as leases
+from tests.support.clock import ClockedLock
 from tests.support.memory_cache import MemoryCache
-
-
-class ClockedLock:
-    """A lock with the coordination store's clock (``now``), as a shared lock offers it."""
-
-    def __init__(self, now):
-        self.now = now
-        self._lock = threading.Lock()
-
-    def __enter__(self):
-        self._lock.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self._lock.release()
 
 
 def new_lease(clock, cache=None, lock=None, **fields):

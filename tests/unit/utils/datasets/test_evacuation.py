@@ -3,8 +3,6 @@ Emptying a node that leaves: the plan (``evacuation.plan``) and its execution
 (``Rebalance.evacuate``), the verified move with minions standing in over in-memory trees.
 """
 
-import threading
-
 import pytest
 
 from saltext.eos.utils import config
@@ -14,6 +12,7 @@ from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.datasets import evacuation
 from saltext.eos.utils.datasets import execution
 from tests.support.clock import Clock
+from tests.support.clock import ClockedLock
 from tests.support.datasets import rebalance_lease_held_by
 from tests.support.fleet import Fleet
 from tests.support.fleet import cluster
@@ -332,21 +331,6 @@ def test_a_rebalance_moves_nothing_onto_a_cordoned_node():
 @pytest.fixture
 def clock():
     return Clock()
-
-
-class ClockedLock:
-    """A registry lock with the coordination store's clock (``now``), as a shared lock has."""
-
-    def __init__(self, now):
-        self.now = now
-        self._lock = threading.Lock()
-
-    def __enter__(self):
-        self._lock.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self._lock.release()
 
 
 def stalling_at(here, clock, step):
