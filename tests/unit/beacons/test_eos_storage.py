@@ -5,6 +5,7 @@ import time
 import pytest
 
 from saltext.eos.beacons import eos_storage as beacon_module
+from saltext.eos.utils.storage import thresholds
 
 
 @pytest.fixture
@@ -73,3 +74,28 @@ def test_textfile_option_keeps_the_metrics_file_fresh(tmp_path):
     time.sleep(0.01)
     beacon_module.beacon(config)
     assert textfile.stat().st_mtime_ns > first
+
+
+def test_the_textfile_carries_the_beacons_thresholds_and_its_run_time(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    textfile = tmp_path / "eos_storage.prom"
+    config = [
+        {"mounts": ["/"]},
+        {"thresholds": {"/": {"warning": 20}}},
+        {"textfile": str(textfile)},
+    ]
+    before = time.time()
+    beacon_module.beacon(config)
+
+    families = {f.name: f for f in text_string_to_metric_families(textfile.read_text())}
+    limits = {
+        sample.labels["level"]: sample.value
+        for sample in families["eos_storage_threshold_ratio"].samples
+        if sample.labels["mount"] == "/"
+    }
+    expected = {**thresholds.profile("single"), "warning": 20.0}
+    assert limits == {level: expected[level] / 100 for level in thresholds.THRESHOLD_LEVELS}
+    (last_run,) = families["eos_storage_last_run_timestamp_seconds"].samples
+    assert last_run.labels == {"minion": "node-1"}
+    assert before <= last_run.value <= time.time()

@@ -236,7 +236,8 @@ def metrics(path=None):
         exist: none is created.
 
     Returns the path, the number of samples (``metrics``) and the size of the file in bytes.
-    Every sample is labelled with mount, device, fstype and this minion's id.
+    Every mount's samples are labelled with mount, device, fstype and this minion's id (its
+    thresholds also with level); the run's timestamp with the minion's id only.
     """
     target = _metrics_path(path)
     with errors.salt_errors():

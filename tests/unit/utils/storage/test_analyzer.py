@@ -7,6 +7,7 @@ import pytest
 
 from saltext.eos.utils import config
 from saltext.eos.utils.storage import analyzer
+from saltext.eos.utils.storage import thresholds
 from tests.support import layers as support_layers
 
 BLOCK = 4096
@@ -73,6 +74,23 @@ def test_inodes_can_be_the_worse_level(tmp_path):
     report = analyzer.analyze(layers(), str(tmp_path), mount="/", statvfs=statvfs)["/"]
     assert report["space_level"] == "none"
     assert report["level"] == report["inode_level"] == "emergency"
+
+
+def test_report_carries_the_thresholds_it_was_judged_by(tmp_path):
+    conf = support_layers.minion(
+        {"scale": "small", "roles": ["data"], "thresholds": {"mounts": {"/": {"warning": 55}}}},
+        pillar={"thresholds": {"roles": {"data": {"critical": 93}}}},
+    )
+
+    report = analyzer.analyze(conf, str(tmp_path), mount="/", statvfs=statvfs_at(560_000))["/"]
+
+    assert report["thresholds"] == {
+        **thresholds.profile("small"),
+        "warning": 55.0,
+        "critical": 93.0,
+    }
+    assert list(report["thresholds"]) == list(thresholds.THRESHOLD_LEVELS)
+    assert report["level"] == "warning"
 
 
 def test_record_false_writes_nothing(tmp_path):

@@ -26,6 +26,9 @@ def mount_report(**overrides):
         "growth_bytes_per_day": 86400.0 * 2048,
         "growth_method": "theil-sen",
         "time_to_full_seconds": 19922944.0,
+        "thresholds": dict(
+            zip(thresholds.THRESHOLD_LEVELS, (60.0, 70.0, 75.0, 80.0, 85.0, 90.0), strict=True)
+        ),
     }
     report.update(overrides)
     return report
@@ -116,6 +119,61 @@ def test_the_level_index_follows_the_level_order():
     assert parsed["eos_storage_level"] == {
         labels(f"/{level}"): rank for rank, level in enumerate(thresholds.LEVELS)
     }
+
+
+def test_each_mount_carries_its_threshold_per_level():
+    reports = {
+        "/": mount_report(),
+        "/var/lib/db": mount_report(
+            thresholds=dict.fromkeys(thresholds.THRESHOLD_LEVELS, 50.0)
+            | {"critical": 97.5, "warning": 62.43}
+        ),
+    }
+
+    parsed = parse(metrics.render(reports, minion_id="node-7"))
+
+    ratios = parsed["eos_storage_threshold_ratio"]
+    assert len(ratios) == 2 * len(thresholds.THRESHOLD_LEVELS)
+    root = dict(labels("/", minion="node-7"))
+    db = dict(labels("/var/lib/db", minion="node-7"))
+    assert ratios[frozenset({**root, "level": "warning"}.items())] == 0.6
+    assert ratios[frozenset({**root, "level": "critical"}.items())] == 0.9
+    assert ratios[frozenset({**db, "level": "critical"}.items())] == 0.975
+    # At its threshold, the usage ratio equals the threshold ratio: the same rounding.
+    assert (
+        ratios[frozenset({**db, "level": "warning"}.items())]
+        == (parsed["eos_storage_usage_ratio"][frozenset(db.items())])
+    )
+
+
+def test_a_failed_mount_has_no_thresholds():
+    failed = {"device": "nas:/export", "fstype": "nfs4", "error": "timed out", "thresholds": {}}
+
+    parsed = parse(metrics.render({"/mnt/nfs": failed}))
+
+    assert "eos_storage_threshold_ratio" not in parsed
+
+
+def test_the_run_timestamp_is_one_sample_per_file():
+    parsed = parse(metrics.render({"/": mount_report(), "/var": mount_report()}, now=1234.5))
+
+    assert parsed["eos_storage_last_run_timestamp_seconds"] == {frozenset(): 1234.5}
+
+
+def test_the_run_timestamp_names_the_minion():
+    parsed = parse(metrics.render({}, minion_id="node-7", now=1700000000))
+
+    assert parsed["eos_storage_last_run_timestamp_seconds"] == {
+        frozenset({"minion": "node-7"}.items()): 1700000000
+    }
+
+
+def test_the_run_timestamp_defaults_to_now(monkeypatch):
+    monkeypatch.setattr(metrics.time, "time", lambda: 42.0)
+
+    parsed = parse(metrics.render({}))
+
+    assert parsed["eos_storage_last_run_timestamp_seconds"] == {frozenset(): 42.0}
 
 
 def test_no_reports_still_document_every_metric():

@@ -111,6 +111,15 @@ def test_beacon_thresholds_override_per_mount(tmp_path):
     assert levels_fired(watcher, disk, [25]) == [("none", "warning")]
 
 
+def test_reports_carry_the_beacon_thresholds_for_the_metrics(tmp_path):
+    disk = Disk(25)
+    watcher = make_watch(tmp_path, disk, thresholds={"/": {"warning": 20}})
+
+    _, reports = watcher.check(now=0)
+
+    assert reports["/"]["thresholds"] == {**thresholds.profile("single"), "warning": 20.0}
+
+
 def test_fast_filling_disk_raises_critical_by_forecast(tmp_path):
     disk = Disk()
     watcher = make_watch(

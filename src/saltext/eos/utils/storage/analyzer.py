@@ -175,6 +175,9 @@ def report(entry, figures, limits, estimate):
         "inode_percent": figures.inode_percent,
         "read_only": figures.read_only,
         "level": level,
+        # The limits the level was judged by, so a report (and the metrics made from it)
+        # carries the merged thresholds of its own mount: scale, roles, mount globs, beacon.
+        "thresholds": {name: limits.values[name] for name in thresholds.THRESHOLD_LEVELS},
         "space_level": space_level,
         "inode_level": inode_level,
         "actions": thresholds.actions_for(level),

@@ -3,12 +3,15 @@ Storage reports as Prometheus metrics, for node_exporter's textfile collector.
 
 ``render`` turns the reports of ``analyzer.analyze`` into the Prometheus text exposition
 format; ``write_atomically`` puts that text in place so the collector never reads half a file.
-Every sample carries the labels ``mount``, ``device`` and ``fstype`` (and ``minion`` when a
-minion id is given).
+Every per-mount sample carries the labels ``mount``, ``device`` and ``fstype`` (and ``minion``
+when a minion id is given); the thresholds add ``level``. The run's timestamp is the one
+sample of the file that belongs to no mount (only ``minion``), so an observer can tell a
+node whose metrics stopped moving.
 """
 
 import math
 import os
+import time
 from dataclasses import dataclass
 
 from saltext.eos.utils import atomic
@@ -47,7 +50,29 @@ TIME_TO_FULL = Family(
     "eos_storage_time_to_full_seconds",
     "Estimated seconds until the filesystem is full (absent when not growing or unknown).",
 )
-FAMILIES = (UP, USAGE_RATIO, FREE_BYTES, INODE_RATIO, LEVEL, GROWTH, TIME_TO_FULL)
+THRESHOLD_RATIO = Family(
+    "eos_storage_threshold_ratio",
+    "Effective threshold of each level for the mount, 0 to 1; the mount is at the highest "
+    "level whose threshold its usage or inode ratio has reached.",
+)
+LAST_RUN = Family(
+    "eos_storage_last_run_timestamp_seconds",
+    "Unix time of the run that wrote these metrics; it stops moving when the runs stop.",
+)
+FAMILIES = (
+    UP,
+    USAGE_RATIO,
+    FREE_BYTES,
+    INODE_RATIO,
+    LEVEL,
+    THRESHOLD_RATIO,
+    GROWTH,
+    TIME_TO_FULL,
+    LAST_RUN,
+)
+MOUNT_LABEL = "mount"
+# The label a threshold sample adds to its mount's labels.
+LEVEL_LABEL = "level"
 
 
 @dataclass(frozen=True)
@@ -57,24 +82,50 @@ class Sample:
     value: float
 
 
-def render(reports, minion_id=None):
+def render(reports, minion_id=None, now=None):
     """The reports ({mount: report}) as Prometheus text, one HELP and TYPE per metric."""
-    return exposition(samples(reports, minion_id))
+    return exposition(samples(reports, minion_id, now))
 
 
-def samples(reports, minion_id=None):
-    """Every sample of the reports; values that are unknown (None) give no sample."""
+def samples(reports, minion_id=None, now=None):
+    """
+    Every sample of the reports, then the run's timestamp (``now``, default the current
+    time); values that are unknown (None) give no sample.
+    """
     collected = []
     for mount, report in sorted(reports.items()):
         labels = mount_labels(mount, report, minion_id)
         for family, value in mount_values(report).items():
             if value is not None:
                 collected.append(Sample(family, labels, value))
+        collected.extend(threshold_samples(report, labels))
+    run_labels = () if minion_id is None else (("minion", str(minion_id)),)
+    collected.append(Sample(LAST_RUN, run_labels, time.time() if now is None else now))
     return collected
 
 
+def threshold_samples(report, labels):
+    """
+    One sample per threshold level of the report's ``thresholds`` (percent), as a ratio
+    rounded as the usage ratio is, so a mount exactly at a threshold compares equal to it in
+    Prometheus too. A failed mount gives none, as it gives no other figure.
+    """
+    if "error" in report:
+        return []
+    limits = report.get("thresholds") or {}
+    return [
+        Sample(THRESHOLD_RATIO, (*labels, (LEVEL_LABEL, level)), _ratio(limits[level]))
+        for level in thresholds.THRESHOLD_LEVELS
+        if limits.get(level) is not None
+    ]
+
+
 def mount_labels(mount, report, minion_id=None):
-    labels = [("mount", mount), ("device", report.get("device")), ("fstype", report.get("fstype"))]
+    labels = [
+        (MOUNT_LABEL, mount),
+        ("device", report.get("device")),
+        ("fstype", report.get("fstype")),
+    ]
     if minion_id is not None:
         labels.append(("minion", minion_id))
     return tuple((name, "" if value is None else str(value)) for name, value in labels)
@@ -116,6 +167,8 @@ def exposition(collected):
 
 
 def _label_set(labels):
+    if not labels:
+        return ""
     return "{" + ",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels) + "}"
 
 
