@@ -65,7 +65,16 @@ def trees(tmp_path_factory):
     root = tmp_path_factory.mktemp("several-masters")
     for name in ("states", "pillar"):
         (root / name).mkdir()
-    (root / "states" / "top.sls").write_text("base:\n  '*':\n    - eos.roles\n")
+    (root / "states" / "top.sls").write_text("base:\n  '*':\n    - eos.roles\n    - hold\n")
+    # A node's highstate waits while its hold file exists (two minutes at most): a join is
+    # held in its configure step for as long as a test needs it there.
+    (root / "states" / "hold.sls").write_text(
+        f"{{% set flag = '{root}/hold-' ~ grains['id'] %}}\n"
+        "hold_while_flagged:\n"
+        "  cmd.run:\n"
+        "    - name: timeout 120 sh -c 'while [ -e {{ flag }} ]; do sleep 0.2; done'\n"
+        "    - onlyif: test -e {{ flag }}\n"
+    )
     (root / "users.txt").write_text(f"{OPERATOR[0]}:{OPERATOR[1]}\n")
     (root / "pillar" / "top.sls").write_text("base:\n  '*':\n    - nodes\n")
     # Minions share this host: each keeps its EOS files apart; software is not installed.
@@ -377,31 +386,51 @@ def kill_master(factory):
 
 
 def test_lease_holder_killed_mid_join_is_rolled_back_and_the_node_joins_again(
-    masters, names, cluster, event_listener
+    masters, names, cluster, event_listener, trees
 ):
     node = names[2]
     run = random_string("doomed-")
     since = time.time()
-    # --async: master A runs the orchestration in its own processes, as its reactor would.
-    ret = orchestrate(masters["a"], node, run, "--async")
-    assert ret.returncode == 0, ret
-    wait_for(
-        lambda: (
-            "assign" in ((join_record(masters["b"], node) or {}).get("done") or [])
-            and join_record(masters["b"], node)["run"] == run
-        ),
-        f"the join {run} to store its assignment",
-        timeout=JOIN_TIMEOUT,
-        interval=0.1,
-    )
-    held = join_lease(masters["b"])
-    assert (held["run"], held["master"]) == (run, masters["a"].id), held
-    killed_at = kill_master(masters["a"])
+    # The node's highstate waits on this file: the join cannot finish before A is killed.
+    hold = trees / f"hold-{node}"
+    hold.touch()
+    try:
+        # --async: master A runs the orchestration in its own processes, as its reactor would.
+        ret = orchestrate(masters["a"], node, run, "--async")
+        assert ret.returncode == 0, ret
+        wait_for(
+            lambda: (
+                "assign" in ((join_record(masters["b"], node) or {}).get("done") or [])
+                and join_record(masters["b"], node)["run"] == run
+            ),
+            f"the join {run} to store its assignment",
+            timeout=JOIN_TIMEOUT,
+            interval=0.1,
+        )
+        held = join_lease(masters["b"])
+        assert (held["run"], held["master"]) == (run, masters["a"].id), held
+        killed_at = kill_master(masters["a"])
+    finally:
+        hold.unlink()
     failed = wait_event(
-        event_listener, masters["b"], f"eos/cluster/node/{node}/failed", since, LEASE_SECONDS * 3
+        event_listener,
+        masters["b"],
+        f"eos/cluster/node/{node}/failed",
+        since,
+        LEASE_SECONDS * 3,
+        lambda: {
+            "lease": join_lease(masters["b"]),
+            "join": join_record(masters["b"], node),
+            "node": shared_registry(masters["b"]).get(node),
+        },
     )
     active = wait_event(
-        event_listener, masters["b"], f"eos/cluster/node/{node}/active", failed.stamp, JOIN_TIMEOUT
+        event_listener,
+        masters["b"],
+        f"eos/cluster/node/{node}/active",
+        failed.stamp,
+        JOIN_TIMEOUT,
+        lambda: {"join": join_record(masters["b"], node)},
     )
     wait_all_active(masters["b"], names)
     joined = join_record(masters["b"], node)
@@ -417,7 +446,8 @@ def test_lease_holder_killed_mid_join_is_rolled_back_and_the_node_joins_again(
     )
 
 
-def wait_event(event_listener, master, tag, since, timeout):
+def wait_event(event_listener, master, tag, since, timeout, state=dict):
+    """The event ``tag`` on ``master``; when it does not come, ``state()`` says where things are."""
     matched = event_listener.wait_for_events([(master.id, tag)], after_time=since, timeout=timeout)
-    assert matched.found_all_events, f"no {tag} on {master.id} within {timeout} s"
+    assert matched.found_all_events, f"no {tag} on {master.id} within {timeout} s: {state()}"
     return next(iter(matched.matches))
