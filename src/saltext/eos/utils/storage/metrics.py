@@ -71,6 +71,7 @@ FAMILIES = (
     LAST_RUN,
 )
 MOUNT_LABEL = "mount"
+MINION_LABEL = "minion"
 # The label a threshold sample adds to its mount's labels.
 LEVEL_LABEL = "level"
 
@@ -99,7 +100,7 @@ def samples(reports, minion_id=None, now=None):
             if value is not None:
                 collected.append(Sample(family, labels, value))
         collected.extend(threshold_samples(report, labels))
-    run_labels = () if minion_id is None else (("minion", str(minion_id)),)
+    run_labels = () if minion_id is None else ((MINION_LABEL, str(minion_id)),)
     collected.append(Sample(LAST_RUN, run_labels, time.time() if now is None else now))
     return collected
 
@@ -127,7 +128,7 @@ def mount_labels(mount, report, minion_id=None):
         ("fstype", report.get("fstype")),
     ]
     if minion_id is not None:
-        labels.append(("minion", minion_id))
+        labels.append((MINION_LABEL, minion_id))
     return tuple((name, "" if value is None else str(value)) for name, value in labels)
 
 
