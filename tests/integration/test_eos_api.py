@@ -7,6 +7,7 @@ the package's ``eos_api`` netapi module. One minion publishes ``eos_storage.anal
 the mine. Tests build on each other, in file order.
 """
 
+import base64
 import time
 
 import hypothesis
@@ -21,6 +22,7 @@ from tests.support.eos_api import login
 
 ADMIN = ("admin", "admin-secret")
 READER = ("reader", "reader-secret")
+ALERTER = ("alertmanager", "alerter-secret")  # Alertmanager's webhook: may send events only
 ADMIN_RUNNERS = [
     "eos_cluster.*",
     "eos_roles.*",
@@ -43,14 +45,15 @@ def api_port():
 @pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("eauth") / "users.txt"
-    path.write_text("".join(f"{user}:{password}\n" for user, password in (ADMIN, READER)))
+    users = (ADMIN, READER, ALERTER)
+    path.write_text("".join(f"{user}:{password}\n" for user, password in users))
     return path
 
 
 @pytest.fixture(scope="module")
 def master_config_overrides(api_port, users_file):
     return {
-        "eos_api": {"port": api_port, "max_body_bytes": 64 * 1024},
+        "eos_api": {"port": api_port, "max_body_bytes": 64 * 1024, "webhook_eauth": "file"},
         "netapi_enable_clients": ["runner"],
         "external_auth": {
             "file": {
@@ -58,6 +61,7 @@ def master_config_overrides(api_port, users_file):
                 "^filetype": "text",
                 ADMIN[0]: [{"@runner": ADMIN_RUNNERS}],
                 READER[0]: [{"@runner": READER_RUNNERS}],
+                ALERTER[0]: [{"@runner": ["event.send"]}],
             }
         },
     }
@@ -386,6 +390,86 @@ def test_wrong_method_is_405(base_url, admin_token, method, path, allowed):
     reply = call(base_url, method, path, token=admin_token)
     assert reply.status == 405, reply
     assert reply.headers["Allow"] == allowed
+
+
+# --- Alertmanager's webhook ---------------------------------------------------------------------
+
+
+def alert_payload(alertname, status="firing", **labels):
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "eos",
+        "groupKey": "{}:{}",
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": alertname, **labels},
+                "annotations": {"summary": f"{alertname} in a test"},
+                "startsAt": "2026-12-04T01:33:35.520285123Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": "4d2a0c6b1f3e5a79",
+            }
+        ],
+    }
+
+
+def basic_auth(user):
+    return {"Authorization": "Basic " + base64.b64encode(":".join(user).encode()).decode()}
+
+
+def fired(event_listener, master, tag, since, timeout=30):
+    matched = event_listener.wait_for_events([(master.id, tag)], after_time=since, timeout=timeout)
+    assert matched.found_all_events, f"no {tag} on the master's bus"
+    return next(iter(matched.matches)).data
+
+
+def test_alerts_with_basic_credentials_become_events(base_url, master, event_listener):
+    since = time.time()
+    body = alert_payload("EosStorageCritical", node="web-3", mount="/var", level="critical")
+    reply = call(base_url, "POST", "/alerts", body, headers=basic_auth(ALERTER))
+    assert reply.status == 200, reply
+    assert reply.data == {"fired": ["eos/alert/firing/EosStorageCritical"]}
+    data = fired(event_listener, master, "eos/alert/firing/EosStorageCritical", since)
+    assert data["labels"] == body["alerts"][0]["labels"]
+    assert data["annotations"] == {"summary": "EosStorageCritical in a test"}
+    assert data["sent_by"] == ALERTER[0]
+    assert data["starts_at"] == "2026-12-04T01:33:35.520285123Z"
+
+
+def test_alerts_with_a_token_become_events(base_url, master, event_listener):
+    since = time.time()
+    token = login(base_url, ALERTER)
+    body = alert_payload("EosStorageWarning", status="resolved", node="web-4")
+    reply = call(base_url, "POST", "/alerts", body, headers={"Authorization": f"Bearer {token}"})
+    assert reply.status == 200, reply
+    fired(event_listener, master, "eos/alert/resolved/EosStorageWarning", since)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "status"),
+    [
+        ({"headers": basic_auth((ALERTER[0], "wrong"))}, 401),
+        ({"headers": basic_auth(READER)}, 403),
+        ({}, 401),
+    ],
+)
+def test_refused_alerts_fire_nothing(base_url, master, event_listener, credentials, status):
+    since = time.time()
+    body = alert_payload("EosRefused")
+    reply = call(base_url, "POST", "/alerts", body, **credentials)
+    assert reply.status == status, reply
+    matched = event_listener.wait_for_events(
+        [(master.id, "eos/alert/firing/EosRefused")], after_time=since, timeout=3
+    )
+    assert not matched.found_all_events
+
+
+def test_a_bad_alert_payload_is_400_naming_the_field(base_url):
+    body = alert_payload("disk full")
+    reply = call(base_url, "POST", "/alerts", body, headers=basic_auth(ALERTER))
+    assert reply.status == 400, reply
+    assert reply.json["error"]["field"] == "alerts[0].labels.alertname"
 
 
 # --- schemathesis ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ every default shown):
       allow_plain_http: false     # true: plain HTTP on a non-loopback host (behind a TLS proxy)
       login_failures: 5           # failed logins per client address or user name ...
       login_window: 300           # ... within these seconds, then 429 until they are older
+      webhook_eauth: null         # eauth for HTTP Basic credentials on POST /api/v1/alerts
     netapi_enable_clients:
       - runner
     external_auth:
@@ -50,8 +51,21 @@ with (minion config):
     mine_interval: 60             # minutes
 
 When the mine holds nothing it falls back to the job cache's latest ``eos_storage.analyze``
-returns. The API fires no events of its own; the runners it calls fire theirs
-(``eos/cluster/node/<id>/<status>``, ``eos/roles/changed``).
+returns. The runners the API calls fire their events (``eos/cluster/node/<id>/<status>``,
+``eos/roles/changed``).
+
+``POST /api/v1/alerts`` is Alertmanager's webhook receiver. It takes a token or, with
+``webhook_eauth`` set, HTTP Basic credentials (Alertmanager's ``basic_auth``), needs
+``@runner event.send`` and fires one event per alert on the master's bus:
+
+.. code-block:: text
+
+    eos/alert/firing/EosStorageCritical
+    {"status": "firing", "alertname": "EosStorageCritical",
+     "labels": {"alertname": "EosStorageCritical", "node": "web-3", "mount": "/var", ...},
+     "annotations": {...}, "starts_at": "...", "ends_at": "...", "fingerprint": "...",
+     "generator_url": "...", "receiver": "eos", "group_key": "...", "external_url": "...",
+     "sent_by": "alertmanager"}
 """
 
 import asyncio
@@ -62,7 +76,9 @@ import threading
 
 import salt.auth
 import salt.cache
+import salt.exceptions
 import salt.netapi
+import salt.utils.event
 import tornado.httpserver
 import tornado.web
 
@@ -114,7 +130,7 @@ def start():
         return
     backend = SaltBackend(__opts__, settings.runner_timeout)
     throttle = api.LoginThrottle(settings.login_failures, settings.login_window)
-    service = api.Api(backend, settings.max_body_bytes, document, throttle)
+    service = api.Api(backend, settings.max_body_bytes, document, throttle, settings.webhook_eauth)
     asyncio.run(_serve(service, settings, ssl_context))
 
 
@@ -243,6 +259,29 @@ class SaltBackend:
         # The master mints the token, in its own token store, as it does for rest_cherrypy.
         token = self._clients().resolver.mk_token(creds)
         return token.get("token") if isinstance(token, dict) else None
+
+    def eauth_session(self, username, password, eauth):
+        """The session of eauth credentials, as session() gives a token's; no token is made."""
+        loadauth = self._clients().loadauth
+        load = {"username": username, "password": password, "eauth": eauth}
+        if not loadauth.authenticate_eauth(load):
+            return None
+        return {
+            "user": username,
+            "eauth": eauth,
+            "start": None,
+            "expire": None,
+            "perms": loadauth.get_auth_list(load) or [],
+        }
+
+    def fire(self, tag, data):
+        """Fire an event on the master's bus, as salt-api's own webhook does."""
+        if not hasattr(self.local, "event"):
+            self.local.event = salt.utils.event.get_master_event(
+                self.opts, self.opts["sock_dir"], listen=False
+            )
+        if not self.local.event.fire_event(data, tag):
+            raise salt.exceptions.SaltDaemonNotRunning(f"the master's event bus did not take {tag}")
 
     def session(self, token):
         loadauth = self._clients().loadauth

@@ -157,6 +157,7 @@ TYPES = {
     "eos_api:ssl_crt": "path or null",
     "eos_api:ssl_key": "path or null",
     "eos_api:threads": "integer",
+    "eos_api:webhook_eauth": "string or null",
 }
 
 NODE = "the minion config, then pillar (pillar wins key by key)."

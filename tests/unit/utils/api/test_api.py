@@ -81,12 +81,26 @@ class FakeBackend:
         self.logged_out = []
         self.master_up = True
         self.registry = "ok"
+        self.fired = []
+        self.eauth_logins = []
 
     def login(self, username, password, eauth):
         self.logins.append(username)
         if (username, password, eauth) == ("admin", "secret", "pam"):
             return ADMIN_TOKEN
         return None
+
+    def eauth_session(self, username, password, eauth):
+        self.eauth_logins.append((username, eauth))
+        if (password, eauth) != ("secret", "pam"):
+            return None
+        perms = {"admin": ["@runner"], "alertmanager": ["event.send"]}.get(username, [])
+        return {"user": username, "eauth": eauth, "start": None, "expire": None, "perms": perms}
+
+    def fire(self, tag, data):
+        if not self.master_up:
+            raise SaltDaemonNotRunning("the master's event bus did not take " + tag)
+        self.fired.append((tag, data))
 
     def session(self, token):
         self.session_lookups.append(token)

@@ -6,6 +6,7 @@ import pytest
 import schemathesis
 
 from saltext.eos.utils import api
+from saltext.eos.utils.api import alerts
 from saltext.eos.utils.cluster import nodeid
 from saltext.eos.utils.cluster import registry
 
@@ -63,6 +64,10 @@ def test_public_routes_need_no_token_and_the_others_do(document):
         route = route_of(path, method)
         if route.public:
             assert operation.get("security") == [], (path, method)
+        elif route.basic_auth:
+            basic = [{"basicEauth": []}]
+            assert operation["security"] == document["security"] + basic, (path, method)
+            assert "401" in statuses(operation), (path, method)
         else:
             assert "security" not in operation, (path, method)
             assert "401" in statuses(operation), (path, method)
@@ -130,6 +135,26 @@ def test_patterns_and_enums_are_the_apis(document):
     by_name = {param["name"]: param["schema"] for param in list_nodes}
     assert by_name["status"]["enum"] == list(registry.STATUSES)
     assert by_name["limit"]["maximum"] == api.MAX_PAGE
+
+
+def test_the_alert_schema_is_the_apis(document):
+    schemas = document["components"]["schemas"]
+    webhook = schemas["AlertmanagerWebhook"]["properties"]
+    assert webhook["version"]["enum"] == [alerts.WEBHOOK_VERSION]
+    assert webhook["status"]["enum"] == list(alerts.ALERT_STATUSES)
+    assert webhook["alerts"]["maxItems"] == alerts.MAX_ALERTS
+    alert = schemas["Alert"]
+    assert set(alert["properties"]) == set(alerts.ALERT_FIELDS)
+    assert set(alert["required"]) == {n for n, f in alerts.ALERT_FIELDS.items() if f.required}
+    assert alert["properties"]["status"]["enum"] == list(alerts.ALERT_STATUSES)
+    name = alert["properties"]["labels"]["properties"]["alertname"]
+    assert name["pattern"] == alerts.ALERT_NAME.pattern
+    assert alert["properties"]["startsAt"]["pattern"] == alerts.TIMESTAMP.pattern
+    assert alert["properties"]["fingerprint"]["pattern"] == alerts.FINGERPRINT.pattern
+    assert (
+        schemas["PrometheusLabels"]["additionalProperties"]["maxLength"] == alerts.MAX_LABEL_VALUE
+    )
+    assert alerts.LABEL_NAME.pattern in schemas["PrometheusLabels"]["description"]
 
 
 def test_every_node_id_in_the_document_is_the_one_rule(document):

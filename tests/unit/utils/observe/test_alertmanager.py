@@ -117,10 +117,39 @@ def test_bad_settings_are_named(given, message):
         alertmanager.alertmanager_config(API, settings=given)
 
 
-@pytest.mark.parametrize("token_file", [None, "/etc/eos/alerts.token"])
-def test_amtool_accepts_the_config(amtool, tmp_path, token_file):
+BASIC = {"username": "alertmanager", "password_file": "/etc/eos/alerts.password"}
+
+
+def test_basic_credentials_are_read_from_a_password_file():
+    webhook = alertmanager.alertmanager_config(API, basic_auth=BASIC)["receivers"][0]
+    assert webhook["webhook_configs"][0]["http_config"] == {"basic_auth": BASIC}
+
+
+@pytest.mark.parametrize(
+    ("basic_auth", "message"),
+    [
+        ({"username": "a"}, "basic_auth: .* is not a mapping of username and password_file"),
+        ({**BASIC, "username": "a:b"}, "basic_auth:username: 'a:b' is not a user name"),
+        ({**BASIC, "password_file": "pw"}, "basic_auth:password_file: 'pw' is not an absolute"),
+    ],
+)
+def test_bad_basic_credentials_are_named(basic_auth, message):
+    with pytest.raises(errors.InvalidInput, match=message):
+        alertmanager.alertmanager_config(API, basic_auth=basic_auth)
+
+
+def test_a_token_and_basic_credentials_together_are_refused():
+    with pytest.raises(errors.InvalidInput, match="not both"):
+        alertmanager.alertmanager_config(API, "/etc/eos/alerts.token", basic_auth=BASIC)
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{}, {"bearer_token_file": "/etc/eos/alerts.token"}, {"basic_auth": BASIC}],
+)
+def test_amtool_accepts_the_config(amtool, tmp_path, credentials):
     path = write_yaml(
-        tmp_path / "alertmanager.yml", alertmanager.alertmanager_config(API, token_file)
+        tmp_path / "alertmanager.yml", alertmanager.alertmanager_config(API, **credentials)
     )
 
     result = run(amtool, "check-config", str(path))

@@ -14,6 +14,11 @@ an object with these methods (a unit test passes a fake one, so nothing here nee
     Whether the session's eauth permissions allow the runner function ``fun`` with ``kwarg``.
 ``run(token, fun, kwarg)``
     The runner's full return (``{success, return, ...}``), run by the master under eauth.
+``eauth_session(username, password, eauth)``
+    The session (as ``session`` gives it) of eauth credentials, or None when eauth refuses
+    them; no token is made. For HTTP Basic credentials on ``POST /alerts``.
+``fire(tag, data)``
+    Fire an event on the master's bus (``POST /alerts``).
 ``logout(token)``
     Revoke the token.
 ``master_running()`` and ``registry_state()``

@@ -1,5 +1,7 @@
 """Request fields, query parameters and bodies: each checked, each error naming its field."""
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
 import json
@@ -248,6 +250,29 @@ def bearer_token(headers):
     if not TOKEN_PATTERN.fullmatch(given[0]):
         raise unauthorized("the token is not a Salt token")
     return given[0]
+
+
+def basic_credentials(headers):
+    """
+    ``(username, password)`` of an ``Authorization: Basic`` header; None when the request
+    carries no Basic credentials (it may carry a token).
+    """
+    authorization = headers.get("authorization")
+    if authorization is None:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as err:
+        raise unauthorized("Authorization: Basic credentials are not base64 of UTF-8") from err
+    username, colon, password = decoded.partition(":")
+    if not colon or not username or not password:
+        raise unauthorized("Authorization: Basic credentials need a user name and a password")
+    if len(username) > MAX_CREDENTIAL_LENGTH or len(password) > MAX_CREDENTIAL_LENGTH:
+        raise unauthorized("Authorization: Basic credentials are too long")
+    return username, password
 
 
 def unauthorized(message):

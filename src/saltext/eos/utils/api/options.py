@@ -21,6 +21,10 @@ DEFAULT_SETTINGS = {
     # client address or for that user name get 429 until the window has passed; 0: no limit.
     "login_failures": 5,
     "login_window": 300,
+    # The eauth backend that checks HTTP Basic credentials on POST /api/v1/alerts, where
+    # Alertmanager's receiver (basic_auth with a password_file) cannot hold an expiring token.
+    # None: that endpoint takes tokens only.
+    "webhook_eauth": None,
 }
 
 
@@ -40,6 +44,7 @@ class Settings:
     allow_plain_http: bool
     login_failures: int
     login_window: int
+    webhook_eauth: str | None
 
     @property
     def tls(self):
@@ -60,14 +65,15 @@ def settings(given):
     checked = Settings(
         host=_setting_text(merged, "host"),
         port=_setting_integer(merged, "port", 1, 65535),
-        ssl_crt=_setting_path(merged, "ssl_crt"),
-        ssl_key=_setting_path(merged, "ssl_key"),
+        ssl_crt=_setting_optional_text(merged, "ssl_crt"),
+        ssl_key=_setting_optional_text(merged, "ssl_key"),
         max_body_bytes=_setting_integer(merged, "max_body_bytes", 1024, 1024**3),
         runner_timeout=_setting_number(merged, "runner_timeout"),
         threads=_setting_integer(merged, "threads", 1, 64),
         allow_plain_http=_setting_flag(merged, "allow_plain_http"),
         login_failures=_setting_integer(merged, "login_failures", 0, 1000),
         login_window=_setting_integer(merged, "login_window", 1, 86400),
+        webhook_eauth=_setting_optional_text(merged, "webhook_eauth"),
     )
     if checked.ssl_key is not None and checked.ssl_crt is None:
         raise InvalidSettings("eos_api:ssl_key: set, but eos_api:ssl_crt is not")
@@ -96,7 +102,8 @@ def _setting_text(values, key):
     return value
 
 
-def _setting_path(values, key):
+def _setting_optional_text(values, key):
+    """A text setting that may be unset (None)."""
     return None if values[key] is None else _setting_text(values, key)
 
 

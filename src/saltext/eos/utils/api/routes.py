@@ -5,6 +5,8 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 
+from .alerts import ALERT_RUNNER
+from .alerts import WEBHOOK_FIELDS
 from .envelope import ApiError
 from .fields import CALCULATE_FIELDS
 from .fields import INFO_QUERY
@@ -21,7 +23,8 @@ PREFIX = "/api/v1"
 class Route:
     """
     One endpoint: ``path`` below PREFIX as OpenAPI writes it, the Api method serving it, and
-    the runner functions a caller's eauth permissions must allow (``public``: no token).
+    the runner functions a caller's eauth permissions must allow (``public``: no token;
+    ``basic_auth``: HTTP Basic eauth credentials are accepted besides a token).
     """
 
     method: str
@@ -31,6 +34,7 @@ class Route:
     public: bool = False
     body: Mapping | None = None  # Field specs of a JSON object body; None: no body read
     query: Mapping = dataclasses.field(default_factory=dict)
+    basic_auth: bool = False
 
     @property
     def pattern(self):
@@ -66,6 +70,18 @@ ROUTES = (
     Route("POST", "/roles/apply", "apply_roles", ("eos_roles.apply",), body=NO_FIELDS),
     # Also jobs.list_jobs and jobs.lookup_jid when the mine is empty and the caller may run them.
     Route("GET", "/storage/report", "storage_report", ("mine.get",)),
+    # Alertmanager's webhook. Its receiver cannot log in, and a Salt token expires: HTTP Basic
+    # credentials (checked by eos_api:webhook_eauth) are accepted too. Nothing runs a runner:
+    # the events are fired on the master's bus, as Salt's own /hook does, when the caller's
+    # eauth allows the runner that would send them.
+    Route(
+        "POST",
+        "/alerts",
+        "receive_alerts",
+        (ALERT_RUNNER,),
+        body=WEBHOOK_FIELDS,
+        basic_auth=True,
+    ),
 )
 
 

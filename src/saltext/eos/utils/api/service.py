@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos import __version__
 
+from .alerts import ALERT_RUNNER
+from .alerts import alert_events
 from .answers import ANALYZE_FUNCTION
 from .answers import JOB_CACHE_RUNNERS
 from .answers import MAX_REPORT_JOBS
@@ -20,6 +22,7 @@ from .envelope import Response
 from .envelope import failure
 from .envelope import success
 from .fields import _field_error
+from .fields import basic_credentials
 from .fields import bearer_token
 from .fields import check_fields
 from .fields import check_node_id
@@ -33,7 +36,7 @@ from .routes import route_for
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "1.0.0"
+API_VERSION = "1.1.0"
 OPENAPI_DOCUMENT = PACKAGE_ROOT / "netapi" / "openapi.json"
 
 
@@ -55,6 +58,8 @@ class Api:
 
     ``throttle`` (a LoginThrottle) limits failed logins; None: no limit. ``throttled(request)``
     answers a refused login without blocking, so the server can refuse it on its event loop.
+    ``webhook_eauth``: the eauth backend for HTTP Basic credentials on routes that take them
+    (None: tokens only); a failed one counts as a failed login.
     """
 
     def __init__(
@@ -63,11 +68,13 @@ class Api:
         max_body_bytes=DEFAULT_SETTINGS["max_body_bytes"],
         document=None,
         throttle=None,
+        webhook_eauth=None,
     ):
         self.backend = backend
         self.max_body_bytes = max_body_bytes
         self.document = document
         self.throttle = LoginThrottle(0, 1) if throttle is None else throttle
+        self.webhook_eauth = webhook_eauth
 
     def declared_too_large(self, content_length):
         """A 413 Response when a Content-Length header announces too large a body, else None."""
@@ -138,13 +145,36 @@ class Api:
     def _call(self, route, params, request):
         token = session = None
         if not route.public:
-            token = bearer_token(request.headers)
-            session = self._session(token)
+            token, session = self._authenticate(route, request)
         body = {} if route.body is None else check_fields(json_object(request), route.body)
         if "id" in params:
             params = {**params, "id": check_node_id(params["id"])}
         query = check_query(request.query, route.query)
         return Call(params, query, body, token, session, request.client)
+
+    def _authenticate(self, route, request):
+        """(token, session) of the caller: a Salt token, or Basic credentials where allowed."""
+        credentials = basic_credentials(request.headers) if route.basic_auth else None
+        if credentials is None:
+            token = bearer_token(request.headers)
+            return token, self._session(token)
+        return None, self._basic_session(request.client, *credentials)
+
+    def _basic_session(self, client, username, password):
+        if self.webhook_eauth is None:
+            raise unauthorized(
+                "Basic credentials are not accepted here: set eos_api:webhook_eauth on the "
+                "master, or send a token"
+            )
+        self._check_throttle(client, username)
+        session = _via_salt(
+            "the login", self.backend.eauth_session, username, password, self.webhook_eauth
+        )
+        if session is None:
+            self.throttle.failed(client, username)
+            raise unauthorized(f"username or password not accepted by eauth {self.webhook_eauth}")
+        self.throttle.succeeded(username)
+        return session
 
     def _session(self, token):
         session = _via_salt("the token check", self.backend.session, token)
@@ -152,14 +182,18 @@ class Api:
             raise unauthorized("the token is unknown or expired: log in again")
         return session
 
-    def _runner(self, call, fun, kwarg=None):
-        kwarg = kwarg or {}
+    def _permit(self, call, fun, kwarg):
+        """ApiError 403 unless the caller's eauth allows the runner ``fun`` with ``kwarg``."""
         if not self.backend.may_run(call.session, fun, kwarg):
             raise ApiError(
                 403,
                 f"user {call.session['user']!r} may not run {fun} "
                 f"(the master's external_auth must allow @runner {fun})",
             )
+
+    def _runner(self, call, fun, kwarg=None):
+        kwarg = kwarg or {}
+        self._permit(call, fun, kwarg)
         return runner_result(fun, _via_salt(fun, self.backend.run, call.token, fun, kwarg))
 
     # --- operations: one per route ---
@@ -260,6 +294,15 @@ class Api:
                 }
             )
         return success({"source": "job_cache", "nodes": self._latest_analyses(call)})
+
+    def receive_alerts(self, call):
+        events = alert_events(call.body, call.session["user"])
+        # Every event is allowed before any is fired: a refusal leaves nothing half sent.
+        for tag, _ in events:
+            self._permit(call, ALERT_RUNNER, {"tag": tag})
+        for tag, data in events:
+            _via_salt("the event", self.backend.fire, tag, data)
+        return success({"fired": [tag for tag, _ in events]})
 
     def _latest_analyses(self, call):
         jobs = self._runner(call, "jobs.list_jobs", {"search_function": ANALYZE_FUNCTION}) or {}

@@ -6,7 +6,9 @@ The Alertmanager configuration: every EOS alert goes to the EOS REST API's webho
   alert of a level silences those of the levels below it (a forecast's included), so a disk
   filling up notifies its current level, not every level it passed;
 - receiver: a webhook at ``<api_url>/api/v1/alerts`` (the API's route prefix), resolved alerts
-  included, with a bearer token read from a file when one is given.
+  included, authenticated with a Salt token read from a file, or with HTTP Basic credentials
+  (a user name and a password file) that the API checks with ``eos_api:webhook_eauth``; a
+  Salt token expires, so Basic credentials suit a receiver left running.
 """
 
 import os
@@ -50,12 +52,13 @@ def read_settings(given=None):
     )
 
 
-def alertmanager_config(api_url, bearer_token_file=None, settings=None):
+def alertmanager_config(api_url, bearer_token_file=None, settings=None, basic_auth=None):
     """
     alertmanager.yml as a YAML-serialisable mapping, sending to the API at ``api_url``.
+    ``basic_auth``: ``{"username", "password_file"}``, instead of ``bearer_token_file``.
 
-    InvalidInput names an ``api_url`` that is not an http(s) URL or a token file path that is
-    not absolute; InvalidConfig a bad setting.
+    InvalidInput names an ``api_url`` that is not an http(s) URL, a credential file path that
+    is not absolute, or both kinds of credentials given; InvalidConfig a bad setting.
     """
     opts = read_settings(settings)
     return {
@@ -67,7 +70,7 @@ def alertmanager_config(api_url, bearer_token_file=None, settings=None):
             "repeat_interval": observe_settings.duration(opts.repeat_interval),
         },
         "inhibit_rules": inhibit_rules(),
-        "receivers": [receiver(api_url, bearer_token_file)],
+        "receivers": [receiver(api_url, bearer_token_file, basic_auth)],
     }
 
 
@@ -86,18 +89,41 @@ def _inhibit(source, target):
     return {"source_matchers": [source], "target_matchers": [target], "equal": list(SAME_MOUNT)}
 
 
-def receiver(api_url, bearer_token_file=None):
+def receiver(api_url, bearer_token_file=None, basic_auth=None):
     """The webhook receiver posting to the API's alerts endpoint."""
     webhook = {"url": webhook_url(api_url), "send_resolved": True}
+    if bearer_token_file is not None and basic_auth is not None:
+        raise errors.InvalidInput("give bearer_token_file or basic_auth, not both")
     if bearer_token_file is not None:
-        if not isinstance(bearer_token_file, str) or not os.path.isabs(bearer_token_file):
-            raise errors.InvalidInput(
-                f"bearer_token_file: {bearer_token_file!r} is not an absolute path"
-            )
         webhook["http_config"] = {
-            "authorization": {"type": "Bearer", "credentials_file": bearer_token_file}
+            "authorization": {
+                "type": "Bearer",
+                "credentials_file": _absolute(bearer_token_file, "bearer_token_file"),
+            }
         }
+    elif basic_auth is not None:
+        webhook["http_config"] = {"basic_auth": _basic_auth(basic_auth)}
     return {"name": RECEIVER, "webhook_configs": [webhook]}
+
+
+def _basic_auth(given):
+    if not isinstance(given, dict) or set(given) != {"username", "password_file"}:
+        raise errors.InvalidInput(
+            f"basic_auth: {given!r} is not a mapping of username and password_file"
+        )
+    username = given["username"]
+    if not isinstance(username, str) or not username or ":" in username:
+        raise errors.InvalidInput(f"basic_auth:username: {username!r} is not a user name")
+    return {
+        "username": username,
+        "password_file": _absolute(given["password_file"], "basic_auth:password_file"),
+    }
+
+
+def _absolute(path, name):
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise errors.InvalidInput(f"{name}: {path!r} is not an absolute path")
+    return path
 
 
 def webhook_url(api_url):
