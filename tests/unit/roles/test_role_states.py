@@ -19,6 +19,7 @@ ROLES_DIR = PACKAGE_ROOT / "roles"
 PROJECT_ROOT = PACKAGE_ROOT.parents[2]
 DEFAULTS = yaml.safe_load((ROLES_DIR / "defaults.yaml").read_text())
 FAMILIES = sorted(DEFAULTS["os_family"])
+COMMON = "common"  # not a role: what eos.roles.common gives every node
 HAPROXY = os.environ.get("HAPROXY") or shutil.which("haproxy")
 
 
@@ -50,9 +51,9 @@ def render(template, **context):
 # --- defaults.yaml ----------------------------------------------------------------------------
 
 
-def test_defaults_name_exactly_the_catalogue_roles():
+def test_defaults_name_exactly_common_and_the_catalogue_roles():
     assert isinstance(DEFAULTS, dict)
-    assert [role for role in DEFAULTS if role != "os_family"] == list(roles.CATALOG)
+    assert [role for role in DEFAULTS if role != "os_family"] == [COMMON, *roles.CATALOG]
 
 
 def test_every_role_has_a_state():
@@ -64,7 +65,7 @@ def test_every_role_has_a_state():
 
 @pytest.mark.parametrize("family", [None, *FAMILIES])
 def test_packages_and_services_are_lists_of_names(family):
-    for role in roles.CATALOG:
+    for role in (COMMON, *roles.CATALOG):
         settings = merged(role, family)
         for key in ("packages", "services"):
             names = settings[key]
@@ -75,7 +76,7 @@ def test_packages_and_services_are_lists_of_names(family):
 
 def test_os_family_sections_only_name_catalogue_roles():
     for family, overlay in DEFAULTS["os_family"].items():
-        assert set(overlay) <= set(roles.CATALOG), family
+        assert set(overlay) <= {COMMON, *roles.CATALOG}, family
 
 
 @pytest.mark.parametrize("family", [None, *FAMILIES])

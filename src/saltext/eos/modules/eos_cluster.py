@@ -72,10 +72,10 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import InvalidKeyError
 from salt.exceptions import SaltInvocationError
 
-from saltext.eos import PACKAGE_ROOT
 from saltext.eos.utils import commands
 from saltext.eos.utils import config
 from saltext.eos.utils import errors
+from saltext.eos.utils import roledefaults
 from saltext.eos.utils.cluster import bootstrap as bootstrapping
 from saltext.eos.utils.cluster import checkpoint as checkpoints_store
 from saltext.eos.utils.cluster import health
@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "eos_cluster"
 
 REGISTER_TAG = "eos/cluster/register"
-ROLE_DEFAULTS = PACKAGE_ROOT / "roles" / "defaults.yaml"
+ROLE_DEFAULTS = roledefaults.ROLE_DEFAULTS
 BEACON = "eos_storage"
 
 
@@ -617,11 +617,7 @@ def _services():
         "eos:manage_software", True
     ):
         return {}
-    try:
-        with open(ROLE_DEFAULTS, encoding="utf-8") as handle:
-            defaults = salt.utils.yaml.safe_load(handle)
-    except FileNotFoundError:
-        defaults = {}
+    defaults = roledefaults.load(ROLE_DEFAULTS)
     names = checkpoints_store.role_services(
         defaults,
         __grains__.get("os_family"),

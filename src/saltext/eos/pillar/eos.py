@@ -33,24 +33,43 @@ Each minion gets, from the cluster registry (see the ``eos_cluster`` runner):
         monitoring_interval: 120
         cleanup: {automatic_up_to: degraded}
 
+A node with the ``observe`` role also gets what its Prometheus scrapes, the node exporter of
+every member, at the address its record names or else the first one it published in the mine
+(``eos:role_config:edge:discovery:mine_function``, default ``eos_addresses``):
+
+.. code-block:: yaml
+
+    eos:
+      observe_targets:
+        groups:                   # file_sd target groups (eos.roles.observe writes them)
+          - {targets: ["10.0.0.5:9100"], labels: {node: data-1, roles: ",data,"}}
+        without_address: [data-9] # members that published no address yet
+
 The analyzer and the storage beacon read ``eos:scale`` and ``eos:thresholds`` from pillar, so
 every minion follows the cluster's scale without manual edits. Pillar outranks minion config:
 set per-node threshold overrides in pillar (or master config), where they are kept.
 
 Each minion's pillar reads two cache entries, its own record and the cluster summary, so it
-costs the same in a cluster of 10 or 10,000 nodes.
+costs the same in a cluster of 10 or 10,000 nodes; only an observe node's reads every member
+(and its mine data), as its targets are the whole fleet.
 """
 
 import logging
 
+import salt.cache
+
 from saltext.eos.utils import config
 from saltext.eos.utils import errors
+from saltext.eos.utils import roledefaults
 from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.observe import targets
 from saltext.eos.utils.storage import thresholds
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "eos"
+OBSERVE_ROLE = "observe"
+MINE_BANK = "mine"  # where the master keeps each minion's mine data, by minion id
 
 
 def __virtual__():
@@ -75,21 +94,41 @@ def ext_pillar(minion_id, pillar, *args, **kwargs):
     record = _own_record(reg, minion_id)
     roles = list(record.get("roles") or []) if record else []
     profile = registry.scale_profile(summary["scale"])
-    return {
-        "eos": {
-            "scale": summary["scale"],
-            "node_count": summary["node_count"],
-            "thresholds": _thresholds(master_layers, pillar, summary["scale"], roles),
-            "roles": roles,
-            "holders": summary.get("holders") or {},
-            "cluster_id": summary["cluster_id"],
-            "node_status": record["status"] if record else None,
-            "profile": {
-                "monitoring_interval": profile["monitoring_interval"],
-                "cleanup": profile["cleanup"],
-            },
-        }
+    eos = {
+        "scale": summary["scale"],
+        "node_count": summary["node_count"],
+        "thresholds": _thresholds(master_layers, pillar, summary["scale"], roles),
+        "roles": roles,
+        "holders": summary.get("holders") or {},
+        "cluster_id": summary["cluster_id"],
+        "node_status": record["status"] if record else None,
+        "profile": {
+            "monitoring_interval": profile["monitoring_interval"],
+            "cleanup": profile["cleanup"],
+        },
     }
+    if OBSERVE_ROLE in roles:
+        eos["observe_targets"] = _observe_targets(reg, master_layers, pillar)
+    return {"eos": eos}
+
+
+def _observe_targets(reg, master_layers, pillar):
+    layers = config.Layers([*master_layers.sources, ("pillar", (pillar or {}).get("eos"))])
+    records = reg.records()
+    cache = salt.cache.factory(__opts__)
+    mine = {
+        record["id"]: cache.fetch(MINE_BANK, record["id"]) for record in targets.members(records)
+    }
+    # Pillar only, as the role states read eos:role_config (roles/map.jinja).
+    mine_function = layers.get("role_config", "edge", "discovery", "mine_function") or (
+        roledefaults.setting(roledefaults.load(), "edge", "discovery", "mine_function")
+    )
+    found = targets.target_groups(
+        records,
+        targets.addresses(records, mine, mine_function),
+        layers.get("observe", targets.SECTION),
+    )
+    return {"groups": found.groups, "without_address": list(found.without_address)}
 
 
 def _own_record(reg, minion_id):

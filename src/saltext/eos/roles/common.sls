@@ -10,12 +10,21 @@
     mine <discovery.mine_function> this node's addresses, for the edge nodes to find it
                                    (role_config edge:discovery: interface, cidr)
 
+  With eos:manage_software (the default), also the Prometheus node exporter (settings
+  eos:role_config:common): its package and service, its textfile collector directory
+  (common:node_exporter:textfile_dir) and its flags in its defaults file (a change restarts
+  it); the beacon's textfile option defaults to <textfile_dir>/<textfile_name>, so the EOS
+  metrics are served with the host's. Without it, the beacon writes a textfile only where
+  pillar eos:beacon:textfile says.
+
   <config_dir> is config.get eos:config_dir (default /etc/eos). Every state reports no
   change when nothing changed, so applying twice in a row changes nothing the second time.
 -#}
-{%- from 'eos/roles/map.jinja' import roles, config_dir with context %}
-{%- from 'eos/roles/macros.jinja' import fail with context %}
+{%- from 'eos/roles/map.jinja' import roles, config_dir, manage_software with context %}
+{%- from 'eos/roles/macros.jinja' import fail, software, service_requisites, requires_packages with context %}
 {%- set eos = salt['pillar.get']('eos', {}) or {} %}
+{%- set c = roles.common %}
+{%- set exporter = c.node_exporter %}
 
 eos_config_dir:
   file.directory:
@@ -58,6 +67,9 @@ eos_thresholds_file:
 {%-     do merged.update(item) %}
 {%-   endfor %}
 {%-   set beacon = merged %}
+{%- endif %}
+{%- if beacon is mapping and manage_software and not beacon.get('textfile') %}
+{%-   set beacon = dict(beacon, textfile=exporter.textfile_dir ~ '/' ~ exporter.textfile_name) %}
 {%- endif %}
 {%- if beacon is not mapping %}
 
@@ -105,4 +117,30 @@ eos_mine_addresses:
 {%-   for key, value in address_args | dictsort %}
       - {{ key }}: {{ value | json }}
 {%-   endfor %}
+{%- endif %}
+{%- if manage_software %}
+{%-   set args = ['--collector.textfile.directory=' ~ exporter.textfile_dir, '--web.listen-address=' ~ exporter.listen_address] + (exporter.get('extra_args') or []) %}
+{%-   set watch = service_requisites('common', c) %}
+{{ software('common', c) }}
+
+eos_common_textfile_dir:
+  file.directory:
+    - name: {{ exporter.textfile_dir | json }}
+    - makedirs: true
+    - mode: "0755"
+{{- requires_packages('common', c) }}
+
+eos_common_node_exporter_args:
+  file.keyvalue:
+    - name: {{ exporter.defaults_file | json }}
+    - key: {{ exporter.args_variable | json }}
+    - value: {{ ('"' ~ args | join(' ') ~ '"') | json }}
+    - separator: "="
+    - append_if_not_found: true
+    - create_if_missing: true
+{{- requires_packages('common', c) }}
+{%-   if watch | trim %}
+    - watch_in:
+{{- watch }}
+{%-   endif %}
 {%- endif %}

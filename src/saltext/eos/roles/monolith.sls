@@ -1,12 +1,11 @@
 {#-
   monolith: the single node of a one-node cluster: the roles in monolith:combines (edge,
-  core and data, each with its own settings) plus host monitoring (the Prometheus node
-  exporter and its textfile collector directory, monolith:monitoring:textfile_dir).
+  core and data, each with its own settings); the node exporter comes with eos.roles.common.
   monolith:packages and monolith:services list everything a monolith installs and runs;
   this state manages those the combined roles do not.
 -#}
 {%- from 'eos/roles/map.jinja' import roles, manage_software with context %}
-{%- from 'eos/roles/macros.jinja' import software, requires_packages with context %}
+{%- from 'eos/roles/macros.jinja' import software with context %}
 {%- set s = roles.monolith %}
 {%- set combined = s.get('combines') or [] %}
 include:
@@ -26,11 +25,4 @@ include:
         'services': (s.services or []) | reject('in', covered.services) | list,
       } %}
 {{ software('monolith', own) }}
-
-eos_monolith_textfile_dir:
-  file.directory:
-    - name: {{ s.monitoring.textfile_dir | json }}
-    - makedirs: true
-    - mode: "0755"
-{{- requires_packages('monolith', own) }}
 {%- endif %}

@@ -33,6 +33,10 @@ from saltext.eos.utils.cluster import resources
 from saltext.eos.utils.cluster import roles
 from saltext.eos.utils.datasets import rebalance
 from saltext.eos.utils.datasets import transfer
+from saltext.eos.utils.observe import alertmanager
+from saltext.eos.utils.observe import prometheus
+from saltext.eos.utils.observe import rules as observe_rules
+from saltext.eos.utils.observe import targets
 from saltext.eos.utils.storage import analyzer
 from saltext.eos.utils.storage import cleanup
 from saltext.eos.utils.storage import fsadvice
@@ -41,6 +45,7 @@ from saltext.eos.utils.storage import thresholds
 from saltext.eos.utils.storage import watch
 
 REGENERATE = "python -m saltext.eos.utils.configdoc > docs/configuration.md"
+OBSERVE_PAGE = "metrics.md#the-observe-role"
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,10 @@ TYPES = {
     **{f"eos:thresholds:{level}": "number" for level in thresholds.THRESHOLD_LEVELS},
     "eos:thresholds:roles:<role>:<level>": "number",
     "eos:thresholds:mounts:<glob>:<level>": "number",
+    "eos:observe:targets:node_exporter_port": "integer",
+    "eos:observe:rules:for": "integer, or a mapping of level to integer",
+    "eos:observe:rules:critical_from": one_of(thresholds.THRESHOLD_LEVELS),
+    "eos:observe:prometheus:alertmanagers": "list of host:port",
     "eos_api:login_failures": "integer",
     "eos_api:login_window": "integer",
     "eos_api:max_body_bytes": "integer",
@@ -420,6 +429,22 @@ def storage_sections():
             NODE,
             inline_rows("eos:metrics", "metrics.md#where-the-file-goes"),
             "A `path` argument wins over it. The directory must exist.",
+        ),
+        Section(
+            "`eos:observe`",
+            NODE + " Read on an observe node (eos.roles.observe, the eos_observe module).",
+            (
+                *table_rows("eos:observe:targets", targets.DEFAULTS, OBSERVE_PAGE),
+                *table_rows(
+                    "eos:observe:rules", observe_rules.DEFAULTS, OBSERVE_PAGE, ("time_to_full",)
+                ),
+                *table_rows("eos:observe:prometheus", prometheus.DEFAULTS, OBSERVE_PAGE),
+                *table_rows("eos:observe:alertmanager", alertmanager.DEFAULTS, OBSERVE_PAGE),
+            ),
+            "Times are whole seconds, written into the generated files as Prometheus durations. "
+            "`rules:for` is one number for every level or a mapping of level to seconds (a "
+            f"level it does not name waits {observe_rules.DEFAULT_FOR_SECONDS}). "
+            "An unknown key is an error.",
         ),
         Section(
             "`eos:filesystems`",

@@ -110,3 +110,34 @@ def test_addresses_must_be_a_mapping():
 def test_a_bad_exporter_port_is_named(port):
     with pytest.raises(errors.InvalidConfig, match="eos:observe:targets:node_exporter_port"):
         targets.read_settings({"node_exporter_port": port})
+
+
+def test_a_record_address_wins_over_the_mine():
+    records = [
+        {"id": "a", "status": "active", "address": "10.0.0.1"},
+        {"id": "b", "status": "active"},
+        {"id": "c", "status": "active"},
+        {"id": "d", "status": "pending", "address": "10.0.0.4"},
+    ]
+    mine = {
+        "a": {"eos_addresses": ["10.9.9.9"]},
+        "b": {"eos_addresses": ["10.0.0.2", "10.0.0.3"]},
+        "c": {"other": ["10.0.0.7"]},
+    }
+    assert targets.addresses(records, mine, "eos_addresses") == {"a": "10.0.0.1", "b": "10.0.0.2"}
+
+
+@pytest.mark.parametrize(
+    ("published", "address"),
+    [
+        ({"__data__": ["10.0.0.2"], "__saltmine_acl__": None, "allow_tgt": "*"}, "10.0.0.2"),
+        ("10.0.0.2", "10.0.0.2"),
+        ([], None),
+        ([None, "", "10.0.0.2"], "10.0.0.2"),
+        (42, None),
+    ],
+)
+def test_what_the_mine_holds_is_read_as_salt_stores_it(published, address):
+    records = [{"id": "b", "status": "active"}]
+    found = targets.addresses(records, {"b": {"eos_addresses": published}}, "eos_addresses")
+    assert found.get("b") == address

@@ -81,6 +81,36 @@ def target_groups(records, addresses, settings=None):
     return Targets(groups=groups, without_address=tuple(without_address))
 
 
+def addresses(records, mine, mine_function):
+    """
+    ``{node id: address}`` of the members among ``records``: the record's own ``address`` (an
+    operator gave it at pre-registration, so it wins), else the first address the node
+    published in the Salt mine under ``mine_function`` (``mine``: ``{node id: its mine data}``,
+    as the master caches it). A node with neither is left out.
+    """
+    found = {}
+    for record in members(records):
+        node_id = record["id"]
+        address = record.get("address") or _first_published(mine.get(node_id), mine_function)
+        if address:
+            found[node_id] = address
+    return found
+
+
+def _first_published(mine_data, mine_function):
+    if not isinstance(mine_data, Mapping):
+        return None
+    published = mine_data.get(mine_function)
+    if isinstance(published, Mapping):
+        # Published with an ACL (allow_tgt): Salt wraps the data.
+        published = published.get("__data__")
+    if isinstance(published, str):
+        published = [published]
+    if not isinstance(published, (list, tuple)):
+        return None
+    return next((item for item in published if isinstance(item, str) and item), None)
+
+
 def members(records):
     """The member records (accepted, active, unreachable), in node id order."""
     return sorted(

@@ -56,6 +56,7 @@ MASTER_BLOCK = {
         {"salt/auth": [NODE_JOIN]},
         {"eos/cluster/register": [NODE_JOIN]},
         {"eos/cluster/node/*/accepted": [NODE_JOIN]},
+        {"eos/cluster/node/*/*": ["salt://eos/reactor/observe_targets.sls"]},
         {
             "salt/beacon/*/eos_storage/*": [
                 "salt://eos/reactor/storage_threshold.sls",
