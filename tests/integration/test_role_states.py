@@ -24,11 +24,20 @@ from saltfactories.utils import random_string
 from saltext.eos import PACKAGE_ROOT
 
 ROLES_DIR = PACKAGE_ROOT / "roles"
-ROLES = [
-    role
-    for role in yaml.safe_load((ROLES_DIR / "defaults.yaml").read_text())
-    if role != "os_family"
-]
+DEFAULTS = yaml.safe_load((ROLES_DIR / "defaults.yaml").read_text())
+ROLES = [role for role in DEFAULTS if role != "os_family"]  # common, then the catalogue
+
+
+def package_states(role):
+    """The package states a role's state runs: its own, its combined roles' and common's."""
+    settings = DEFAULTS[role]
+    combined = settings.get("combines", [])
+    # A monolith installs only what the roles it combines do not.
+    covered = {name for other in combined for name in DEFAULTS[other]["packages"]}
+    own = [role] if set(settings.get("packages") or []) - covered else []
+    return {f"eos_{name}_packages" for name in (*own, *combined, "common")}
+
+
 THRESHOLDS = {
     "warning": 65,
     "compress": 75,
@@ -160,7 +169,7 @@ def test_every_role_runs_in_test_mode_with_its_software(salt_cli, edge, config_d
     states = states_of(run(salt_cli, edge, "state.apply", f"eos.roles.{role}", "test=True"))
 
     assert not failures(states)
-    assert f"eos_{role}_packages" in ids(states)
+    assert package_states(role) <= ids(states)
     assert {"eos_role_file", "eos_thresholds_file", "eos_storage_beacon"} <= ids(states)
     assert not config_dirs["edge"].exists()  # test mode wrote nothing
 
@@ -171,7 +180,7 @@ def test_every_role_together_renders_without_id_conflicts(salt_cli, edge):
     shown = run(salt_cli, edge, "state.show_sls", "eos.roles", pillar_arg(pillar)).data
 
     assert isinstance(shown, dict), shown  # a conflict is a list of render errors
-    assert {f"eos_{role}_packages" for role in ROLES} <= set(shown)
+    assert set().union(*map(package_states, ROLES)) <= set(shown)
 
 
 def test_a_role_without_software_writes_the_eos_files_and_the_beacon(salt_cli, core, config_dirs):
