@@ -29,6 +29,7 @@ from pytestshellutils.utils import ports
 from saltext.eos.utils.cluster import registry
 from saltext.eos.utils.observe import rules as observe_rules
 from saltext.eos.utils.storage import thresholds
+from tests.support import servers
 from tests.support.cluster import run_ok
 from tests.support.cluster import wait_for
 from tests.support.eos_api import EosApiDaemon
@@ -163,12 +164,7 @@ def daemon(args, log_path):
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        servers.stop(process)
 
 
 def http_json(url):

@@ -16,6 +16,7 @@ from .fields import Field
 from .fields import _field_error
 from .fields import _short
 from .fields import check_fields
+from .fields import check_list
 from .fields import check_text
 
 ALERT_TAG = "eos/alert/{status}/{alertname}"
@@ -114,16 +115,8 @@ ALERT_FIELDS = {
 
 def check_alerts(value, field="alerts"):
     """The payload's alerts: each one checked, its fields named ``alerts[<i>].<field>``."""
-    if not isinstance(value, list):
-        raise _field_error(field, f"{_short(value)} is not a list")
-    if not value:
-        raise _field_error(field, "must hold at least one alert")
-    if len(value) > MAX_ALERTS:
-        raise _field_error(
-            field,
-            f"{len(value)} alerts, over the cap of {MAX_ALERTS} (set max_alerts in "
-            "Alertmanager's webhook_config)",
-        )
+    hint = " (set max_alerts in Alertmanager's webhook_config)"
+    check_list(value, field, "alert", MAX_ALERTS, hint)
     checked = []
     for index, alert in enumerate(value):
         where = f"{field}[{index}]"

@@ -93,14 +93,20 @@ def check_object(value, field):
     return dict(value)
 
 
-def check_what_if_nodes(value, field="nodes"):
-    """A list of node descriptions; eos_roles checks each description's fields."""
+def check_list(value, field, item, cap, hint=""):
+    """A list of 1 to ``cap`` items (``item`` names one, for the message; ``hint`` follows)."""
     if not isinstance(value, list):
         raise _field_error(field, f"{_short(value)} is not a list")
     if not value:
-        raise _field_error(field, "must hold at least one node")
-    if len(value) > MAX_WHAT_IF_NODES:
-        raise _field_error(field, f"{len(value)} nodes, over the cap of {MAX_WHAT_IF_NODES}")
+        raise _field_error(field, f"must hold at least one {item}")
+    if len(value) > cap:
+        raise _field_error(field, f"{len(value)} {item}s, over the cap of {cap}{hint}")
+    return value
+
+
+def check_what_if_nodes(value, field="nodes"):
+    """A list of node descriptions; eos_roles checks each description's fields."""
+    check_list(value, field, "node", MAX_WHAT_IF_NODES)
     for index, node in enumerate(value):
         check_object(node, f"{field}[{index}]")
     return value
