@@ -553,6 +553,7 @@ class TestSingleMode:
             "salt/auth",
             "eos/cluster/register",
             "eos/cluster/node/*/accepted",
+            "eos/cluster/node/*/*",
             "salt/beacon/*/eos_storage/*",
         ]
         assert written["discovery"] == {

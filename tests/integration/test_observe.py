@@ -81,6 +81,8 @@ def master_config_overrides(workdir, listen_ports):
     return {
         "fileserver_backend": ["roots", "eos"],
         "ext_pillar": [{"eos": {}}],
+        # The README's reaction to membership changes, as a site runs it.
+        "reactor": [{"eos/cluster/node/*/*": ["salt://eos/reactor/observe_targets.sls"]}],
         "eos_api": {"port": listen_ports["api"], "webhook_eauth": "file"},
         "netapi_enable_clients": ["runner"],
         "external_auth": {
@@ -317,3 +319,24 @@ def test_past_the_critical_level_the_alert_comes_back_as_an_event(
         f"\nfilled past critical: {tag} on the master's bus after "
         f"{event.stamp.timestamp() - since:.1f} s"
     )
+
+
+def test_a_new_member_is_scraped_without_a_highstate(
+    stack, salt_run_cli, observe_node, listen_ports
+):
+    """Accepting a node fires its event; the reactor rewrites the targets on the observe node."""
+    newcomer = "data-7"
+    run_ok(salt_run_cli, "eos_cluster.preregister", newcomer, "address=127.0.0.2")
+    run_ok(salt_run_cli, "eos_cluster.accept", newcomer)
+
+    def scraped_nodes():
+        groups = json.loads(stack["targets"].read_text())
+        return {group["labels"]["node"]: group["targets"] for group in groups}
+
+    found = wait_for(
+        lambda: newcomer in scraped_nodes() and scraped_nodes(), "data-7 in targets.json", 60
+    )
+    assert found == {
+        observe_node.id: [f"127.0.0.1:{listen_ports['exporter']}"],
+        newcomer: [f"127.0.0.2:{listen_ports['exporter']}"],
+    }
