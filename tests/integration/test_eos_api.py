@@ -61,7 +61,8 @@ def master_config_overrides(api_port, users_file):
                 "^filetype": "text",
                 ADMIN[0]: [{"@runner": ADMIN_RUNNERS}],
                 READER[0]: [{"@runner": READER_RUNNERS}],
-                ALERTER[0]: [{"@runner": ["event.send"]}],
+                # Argument-restricted, as a site grants a webhook: only the alert events.
+                ALERTER[0]: [{"@runner": [{"event.send": {"kwargs": {"tag": "eos/alert/.*"}}}]}],
             }
         },
     }

@@ -75,3 +75,12 @@ def test_the_exporter_port_and_the_mine_function_follow_the_pillar(opts):
 def test_only_observe_nodes_get_the_fleet(opts):
     cluster_of(opts, {"obs-1": ["observe"], "data-1": ["data"]})
     assert "observe_targets" not in eos_pillar.ext_pillar("data-1", {})["eos"]
+
+
+def test_a_minion_publishing_garbage_costs_only_its_own_target(opts):
+    cache = cluster_of(opts, {"obs-1": ["observe"], "data-1": ["data"]})
+    cache.store("mine", "data-1", {"eos_addresses": ["bad host!"]})
+    cache.store("mine", "obs-1", {"eos_addresses": ["10.0.0.9"]})
+    found = eos_pillar.ext_pillar("obs-1", {})["eos"]["observe_targets"]
+    assert [group["labels"]["node"] for group in found["groups"]] == ["obs-1"]
+    assert found["without_address"] == ["data-1"]

@@ -299,8 +299,10 @@ class SaltBackend:
 
     def may_run(self, session, fun, kwarg):
         loadauth = self._clients().loadauth
-        # The master's own test for a runner call (salt.master.ClearFuncs.runner).
-        return loadauth.ckminions.runner_check(session["perms"], fun, kwarg) is True
+        # The master's own test for a runner call, with the call's arguments in the shape
+        # the master gives it, so permissions restricted by argument work here too.
+        call = {"arg": [], "kwarg": kwarg}
+        return loadauth.ckminions.runner_check(session["perms"], fun, call) is True
 
     def run(self, token, fun, kwarg):
         netapi = self._clients().netapi

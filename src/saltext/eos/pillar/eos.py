@@ -119,7 +119,7 @@ def _observe_targets(reg, master_layers, pillar):
     mine = {
         record["id"]: cache.fetch(MINE_BANK, record["id"]) for record in targets.members(records)
     }
-    # Pillar only, as the role states read eos:role_config (roles/map.jinja).
+    # The site's eos:role_config, else the role defaults table.
     mine_function = layers.get("role_config", "edge", "discovery", "mine_function") or (
         roledefaults.setting(roledefaults.load(), "edge", "discovery", "mine_function")
     )

@@ -19,4 +19,6 @@ eos_observe_targets:
     - tgt_type: compound
     - args:
       - mods: eos.roles.observe_targets
+      # Queued behind a state run in progress (a join's highstate), not refused.
+      - queue: true
 {%- endif %}

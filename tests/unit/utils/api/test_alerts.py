@@ -123,28 +123,57 @@ def test_a_minimal_payload_is_enough(service, backend):
         (payload(alerts={"a": 1}), "alerts"),
         (payload(alerts=["firing"]), "alerts[0]"),
         (payload(alerts=[{"status": "firing", "labels": {}}] * 1001), "alerts"),
-        (alert(0, status="ok"), "alerts[0].status"),
-        (alert(1, labels={"node": "web-4"}), "alerts[1].labels.alertname"),
-        (alert(0, labels={"alertname": "disk/full"}), "alerts[0].labels.alertname"),
-        (alert(0, labels={"alertname": "Disk full"}), "alerts[0].labels.alertname"),
-        (alert(0, labels={"alertname": "9lives"}), "alerts[0].labels.alertname"),
-        (alert(0, labels={"alertname": "A", "bad-name": "x"}), "alerts[0].labels.'bad-name'"),
-        (alert(0, labels={"alertname": "A", "node": 3}), "alerts[0].labels.node"),
-        (alert(0, annotations={"summary": None}), "alerts[0].annotations.summary"),
-        (alert(0, startsAt="yesterday"), "alerts[0].startsAt"),
-        (alert(0, endsAt="2026-12-04T01:30:00Z\n"), "alerts[0].endsAt"),
-        (alert(0, fingerprint="XYZ"), "alerts[0].fingerprint"),
-        (alert(0, silenced=True), "alerts[0].silenced"),
         (payload(truncatedAlerts=-1), "truncatedAlerts"),
         (payload(commonLabels=[]), "commonLabels"),
         (payload(extra=1), "extra"),
     ],
 )
-def test_a_bad_payload_is_refused_whole_naming_the_field(service, backend, body, field):
+def test_a_payload_that_is_not_a_webhook_is_refused_naming_the_field(service, backend, body, field):
     error = error_of(send(service, "POST", "/alerts", body))
     assert error["field"] == field, error
     assert error["message"].startswith(f"{field}: "), error
     assert backend.fired == []
+
+
+BAD_ALERTS = [
+    ({"status": "ok"}, "alerts[0].status"),
+    ({"labels": {"node": "web-4"}}, "alerts[0].labels.alertname"),
+    ({"labels": {"alertname": "disk/full"}}, "alerts[0].labels.alertname"),
+    ({"labels": {"alertname": "Disk full"}}, "alerts[0].labels.alertname"),
+    ({"labels": {"alertname": "9lives"}}, "alerts[0].labels.alertname"),
+    ({"labels": {"alertname": "A", "bad-name": "x"}}, "alerts[0].labels.bad-name"),
+    ({"labels": {"alertname": "A", "a: b": "x"}}, "alerts[0].labels.a: b"),
+    ({"labels": {"alertname": "A", "node": 3}}, "alerts[0].labels.node"),
+    ({"annotations": {"summary": None}}, "alerts[0].annotations.summary"),
+    ({"startsAt": "yesterday"}, "alerts[0].startsAt"),
+    ({"endsAt": "2026-12-04T01:30:00Z\n"}, "alerts[0].endsAt"),
+    ({"fingerprint": "XYZ"}, "alerts[0].fingerprint"),
+    ({"silenced": True}, "alerts[0].silenced"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_ALERTS)
+def test_a_payload_whose_only_alert_is_bad_is_refused_naming_the_field(
+    service, backend, change, field
+):
+    body = alert(0, **change)
+    body["alerts"] = body["alerts"][:1]
+    error = error_of(send(service, "POST", "/alerts", body))
+    assert error["field"] == field, error
+    assert error["message"].startswith(f"{field}: "), error
+    assert not error["message"].startswith(f"{field}: {field}"), error
+    assert backend.fired == []
+
+
+@pytest.mark.parametrize(("change", "field"), BAD_ALERTS)
+def test_a_bad_alert_does_not_cost_the_others(service, backend, change, field, caplog):
+    # Alertmanager drops a notification answered 4xx: the good alert must still arrive.
+    reply = data_of(send(service, "POST", "/alerts", alert(0, **change)))
+    assert reply["fired"] == ["eos/alert/resolved/EosStorageWarning"]
+    assert [item["field"] for item in reply["refused"]] == [field]
+    assert reply["refused"][0]["index"] == 0
+    assert [tag for tag, _ in backend.fired] == reply["fired"]
+    assert field in caplog.text  # the master's log says what was refused
 
 
 @pytest.mark.parametrize("missing", ["version", "status", "alerts"])
@@ -188,7 +217,7 @@ def test_basic_credentials_are_checked_by_the_webhook_eauth(service, backend):
     assert {data["sent_by"] for _, data in backend.fired} == {"alertmanager"}
 
 
-def test_wrong_basic_credentials_are_401_and_counted_by_the_throttle(backend):
+def test_wrong_basic_credentials_are_401_and_throttled_by_address_with_503(backend):
     throttle = api.LoginThrottle(2, 60)
     guarded = api.Api(backend, 64 * 1024, {}, throttle=throttle, webhook_eauth="pam")
 
@@ -199,11 +228,15 @@ def test_wrong_basic_credentials_are_401_and_counted_by_the_throttle(backend):
         response = post(basic("alertmanager", "wrong"))
         assert response.status == 401
         assert "eauth pam" in error_of(response)["message"]
-    # That client address is refused now, whoever it names, and that user from anywhere.
-    assert post(basic("admin", "secret")).status == 429
-    assert post(basic("alertmanager", "secret"), client="192.0.2.2").status == 429
+    # That client address is refused now, whoever it names, with 503 and Retry-After:
+    # Alertmanager retries a 5xx answer and drops a 4xx one.
+    refused = post(basic("admin", "secret"))
+    assert refused.status == 503
+    assert int(refused.headers["Retry-After"]) > 0
     assert backend.fired == []
-    assert len(backend.eauth_logins) == 2
+    # Failures in the webhook user's name elsewhere do not silence its alerts.
+    assert post(basic("alertmanager", "secret"), client="192.0.2.2").status == 200
+    assert len(backend.eauth_logins) == 3
 
 
 def test_basic_credentials_without_a_webhook_eauth_are_401(backend):
@@ -240,7 +273,8 @@ def test_a_master_that_is_down_is_503(service, backend):
 
 def test_alert_events_carry_the_sender():
     checked = api.check_fields(PAYLOAD, alerts.WEBHOOK_FIELDS)
-    events = alerts.alert_events(checked, "alertmanager")
+    events, refused = alerts.alert_events(checked, "alertmanager")
+    assert refused == []
     assert [tag for tag, _ in events] == [
         alerts.ALERT_TAG.format(status="firing", alertname="EosStorageCritical"),
         alerts.ALERT_TAG.format(status="resolved", alertname="EosStorageWarning"),

@@ -134,6 +134,8 @@ def test_a_record_address_wins_over_the_mine():
         ("10.0.0.2", "10.0.0.2"),
         ([], None),
         ([None, "", "10.0.0.2"], "10.0.0.2"),
+        (["bad host!", "10.0.0.3"], "10.0.0.3"),
+        (["bad host!"], None),
         (42, None),
     ],
 )
@@ -141,3 +143,9 @@ def test_what_the_mine_holds_is_read_as_salt_stores_it(published, address):
     records = [{"id": "b", "status": "active"}]
     found = targets.addresses(records, {"b": {"eos_addresses": published}}, "eos_addresses")
     assert found.get("b") == address
+
+
+def test_a_bad_operator_address_falls_back_to_the_mine():
+    records = [{"id": "b", "status": "active", "address": "not an address"}]
+    mine = {"b": {"eos_addresses": ["10.0.0.2"]}}
+    assert targets.addresses(records, mine, "eos_addresses") == {"b": "10.0.0.2"}

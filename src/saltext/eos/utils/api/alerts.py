@@ -3,9 +3,11 @@ Alertmanager's webhook payload (version 4), checked field by field, and the Salt
 becomes: one ``eos/alert/<status>/<alertname>`` per alert, so a reactor can match a status
 and an alert name in its tag.
 
-A payload with one bad alert is refused whole (400 naming the field, nothing fired):
-Alertmanager logs the answer and retries, and an operator sees the error, rather than some
-alerts reaching the bus and others silently not.
+Alertmanager retries a notification only on a 5xx answer; a 4xx one is dropped for good. So
+a payload that is not a webhook at all is refused (400 naming the field), but one alert that
+fails its checks does not cost the others: the good ones are fired, and the answer (and the
+API's log) lists each refused one with the field at fault. Only when no alert passes is the
+answer 400.
 """
 
 import re
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from .envelope import ApiError
 from .fields import Field
 from .fields import _field_error
+from .fields import _name
 from .fields import _short
 from .fields import check_fields
 from .fields import check_list
@@ -56,7 +59,7 @@ def check_label_set(value, field, max_value=MAX_LABEL_VALUE):
         raise _field_error(field, f"{_short(value)} is not an object")
     for name, text in value.items():
         if not isinstance(name, str) or not LABEL_NAME.fullmatch(name):
-            raise _field_error(f"{field}.{_short(name)}", "is not a Prometheus label name")
+            raise _field_error(f"{field}.{_name(name)}", "is not a Prometheus label name")
         check_text(text, f"{field}.{name}", max_length=max_value, allow_empty=True)
     return dict(value)
 
@@ -114,24 +117,23 @@ ALERT_FIELDS = {
 
 
 def check_alerts(value, field="alerts"):
-    """The payload's alerts: each one checked, its fields named ``alerts[<i>].<field>``."""
+    """The payload's alerts as given: a list of 1 to MAX_ALERTS objects, each checked later."""
     hint = " (set max_alerts in Alertmanager's webhook_config)"
     check_list(value, field, "alert", MAX_ALERTS, hint)
-    checked = []
     for index, alert in enumerate(value):
-        where = f"{field}[{index}]"
         if not isinstance(alert, Mapping):
-            raise _field_error(where, f"{_short(alert)} is not an object")
-        try:
-            checked.append(check_fields(alert, ALERT_FIELDS))
-        except ApiError as err:
-            raise _field_error(f"{where}.{err.field}", _after_field(err.message)) from err
-    return checked
+            raise _field_error(f"{field}[{index}]", f"{_short(alert)} is not an object")
+    return value
 
 
-def _after_field(message):
-    """The message of a field error without its leading ``<field>: ``."""
-    return message.partition(": ")[2] or message
+def check_alert(alert, index):
+    """One alert, checked; ApiError naming ``alerts[<index>].<field>``."""
+    try:
+        return check_fields(alert, ALERT_FIELDS)
+    except ApiError as err:
+        prefix = f"{err.field}: "
+        message = err.message[len(prefix) :] if err.message.startswith(prefix) else err.message
+        raise _field_error(f"alerts[{index}].{err.field}", message) from err
 
 
 WEBHOOK_FIELDS = {
@@ -150,9 +152,11 @@ WEBHOOK_FIELDS = {
 
 def alert_events(payload, sender):
     """
-    ``[(tag, data)]``: one event per alert of a checked ``payload``. ``data`` holds the
-    alert (its status, labels, annotations, times, fingerprint), where it came from
-    (receiver, groupKey, externalURL) and ``sent_by``, the Salt user who posted it.
+    ``(events, refused)`` for a checked ``payload``: ``events`` is ``[(tag, data)]``, one per
+    alert that passes its checks, ``data`` holding the alert (status, labels, annotations,
+    times, fingerprint), where it came from (receiver, groupKey, externalURL) and
+    ``sent_by``, the Salt user who posted it; ``refused`` lists the others as
+    ``{index, field, message}``. ApiError 400 (the first refusal) when every alert is refused.
     """
     common = {
         "receiver": payload.get("receiver"),
@@ -160,8 +164,14 @@ def alert_events(payload, sender):
         "external_url": payload.get("externalURL"),
         "sent_by": sender,
     }
-    events = []
-    for alert in payload["alerts"]:
+    events, refused, first_error = [], [], None
+    for index, given in enumerate(payload["alerts"]):
+        try:
+            alert = check_alert(given, index)
+        except ApiError as err:
+            first_error = first_error or err
+            refused.append({"index": index, "field": err.field, "message": err.message})
+            continue
         tag = ALERT_TAG.format(status=alert["status"], alertname=alert["labels"]["alertname"])
         data = {
             "status": alert["status"],
@@ -175,4 +185,6 @@ def alert_events(payload, sender):
             **common,
         }
         events.append((tag, data))
-    return events
+    if not events:
+        raise first_error
+    return events, refused

@@ -166,7 +166,17 @@ class Api:
                 "Basic credentials are not accepted here: set eos_api:webhook_eauth on the "
                 "master, or send a token"
             )
-        self._check_throttle(client, username)
+        # The address's failures only: failing logins in the webhook user's name from
+        # elsewhere must not silence the alerts. And 503, not 429: Alertmanager drops a
+        # notification answered 4xx and retries one answered 5xx.
+        refusal = self.throttle.refusal(client, None)
+        if refusal is not None:
+            raise ApiError(
+                503,
+                f"too many failed logins for {refusal.what}: try again in {refusal.seconds} "
+                "seconds",
+                headers={"Retry-After": str(refusal.seconds)},
+            )
         session = _via_salt(
             "the login", self.backend.eauth_session, username, password, self.webhook_eauth
         )
@@ -296,13 +306,21 @@ class Api:
         return success({"source": "job_cache", "nodes": self._latest_analyses(call)})
 
     def receive_alerts(self, call):
-        events = alert_events(call.body, call.session["user"])
+        events, refused = alert_events(call.body, call.session["user"])
         # Every event is allowed before any is fired: a refusal leaves nothing half sent.
-        for tag, _ in events:
-            self._permit(call, ALERT_RUNNER, {"tag": tag})
+        for tag, data in events:
+            self._permit(call, ALERT_RUNNER, {"tag": tag, "data": data})
+        if refused:
+            log.warning(
+                "eos_api: %s of %s alerts from %s refused: %s",
+                len(refused),
+                len(call.body["alerts"]),
+                call.session["user"],
+                "; ".join(item["message"] for item in refused),
+            )
         for tag, data in events:
             _via_salt("the event", self.backend.fire, tag, data)
-        return success({"fired": [tag for tag, _ in events]})
+        return success({"fired": [tag for tag, _ in events], "refused": refused})
 
     def _latest_analyses(self, call):
         jobs = self._runner(call, "jobs.list_jobs", {"search_function": ANALYZE_FUNCTION}) or {}

@@ -86,29 +86,38 @@ def addresses(records, mine, mine_function):
     ``{node id: address}`` of the members among ``records``: the record's own ``address`` (an
     operator gave it at pre-registration, so it wins), else the first address the node
     published in the Salt mine under ``mine_function`` (``mine``: ``{node id: its mine data}``,
-    as the master caches it). A node with neither is left out.
+    as the master caches it). Only a host or host:port counts: any minion writes its own mine
+    data, and one bad value must not stop the others from being scraped. A node with no
+    usable address is left out.
     """
     found = {}
     for record in members(records):
         node_id = record["id"]
-        address = record.get("address") or _first_published(mine.get(node_id), mine_function)
-        if address:
-            found[node_id] = address
+        candidates = [record.get("address"), *_published(mine.get(node_id), mine_function)]
+        usable = next((value for value in candidates if _is_address(value)), None)
+        if usable is not None:
+            found[node_id] = usable
     return found
 
 
-def _first_published(mine_data, mine_function):
+def _published(mine_data, mine_function):
     if not isinstance(mine_data, Mapping):
-        return None
+        return []
     published = mine_data.get(mine_function)
     if isinstance(published, Mapping):
         # Published with an ACL (allow_tgt): Salt wraps the data.
         published = published.get("__data__")
     if isinstance(published, str):
-        published = [published]
-    if not isinstance(published, (list, tuple)):
-        return None
-    return next((item for item in published if isinstance(item, str) and item), None)
+        return [published]
+    return list(published) if isinstance(published, (list, tuple)) else []
+
+
+def _is_address(value):
+    try:
+        host_port(value, MAX_PORT, "address")
+    except errors.InvalidInput:
+        return False
+    return True
 
 
 def members(records):
