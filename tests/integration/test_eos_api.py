@@ -431,7 +431,7 @@ def test_alerts_with_basic_credentials_become_events(base_url, master, event_lis
     body = alert_payload("EosStorageCritical", node="web-3", mount="/var", level="critical")
     reply = call(base_url, "POST", "/alerts", body, headers=basic_auth(ALERTER))
     assert reply.status == 200, reply
-    assert reply.data == {"fired": ["eos/alert/firing/EosStorageCritical"]}
+    assert reply.data == {"fired": ["eos/alert/firing/EosStorageCritical"], "refused": []}
     data = fired(event_listener, master, "eos/alert/firing/EosStorageCritical", since)
     assert data["labels"] == body["alerts"][0]["labels"]
     assert data["annotations"] == {"summary": "EosStorageCritical in a test"}
