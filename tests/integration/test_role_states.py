@@ -183,6 +183,24 @@ def test_every_role_together_renders_without_id_conflicts(salt_cli, edge):
     assert set().union(*map(package_states, ROLES)) <= set(shown)
 
 
+def test_with_software_the_beacon_writes_into_the_node_exporters_directory(salt_cli, edge):
+    exporter = DEFAULTS["common"]["node_exporter"]
+    shown = run(salt_cli, edge, "state.show_sls", "eos.roles.common").data
+    options = {
+        key: value
+        for item in shown["eos_storage_beacon"]["beacon"]
+        if isinstance(item, dict)
+        for key, value in item.items()
+    }
+    assert options["textfile"] == f"{exporter['textfile_dir']}/{exporter['textfile_name']}"
+    assert shown["eos_common_textfile_dir"]["file"][0] == {"name": exporter["textfile_dir"]}
+    flags = next(
+        item["value"] for item in shown["eos_common_node_exporter_args"]["file"] if "value" in item
+    )
+    assert f"--collector.textfile.directory={exporter['textfile_dir']}" in flags
+    assert f"--web.listen-address={exporter['listen_address']}" in flags
+
+
 def test_a_role_without_software_writes_the_eos_files_and_the_beacon(salt_cli, core, config_dirs):
     states = states_of(run(salt_cli, core, "state.apply", "eos.roles.core"))
 
