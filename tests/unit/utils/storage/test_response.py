@@ -40,7 +40,8 @@ def test_automatic_up_to_comes_from_the_pillar_profile_else_the_scale():
 
 def test_a_bad_automatic_up_to_names_the_key():
     layers = config.Layers([("pillar", {"profile": {"cleanup": {"automatic_up_to": "all"}}})])
-    with pytest.raises(config.InvalidConfig, match="eos:profile:cleanup:automatic_up_to: 'all'"):
+    message = r"eos:profile:cleanup:automatic_up_to: unknown level 'all'; expected one of warning"
+    with pytest.raises(config.InvalidConfig, match=message):
         response.automatic_up_to(layers)
 
 

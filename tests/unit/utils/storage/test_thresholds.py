@@ -1,5 +1,6 @@
 import pytest
 
+from saltext.eos.utils import config
 from saltext.eos.utils.storage import thresholds
 from tests.support import layers as support_layers
 
@@ -189,3 +190,14 @@ def test_level_name_resolves_only_the_alias():
     assert thresholds.level_name("degraded") == "degraded"
     assert thresholds.level_name("cleanup") == "cleanup"
     assert thresholds.level_name(None) is None
+
+
+@pytest.mark.parametrize(("given", "level"), [("warning", "warning"), ("degrade", "degraded")])
+def test_a_level_setting_takes_a_level_or_its_alias(given, level):
+    assert thresholds.threshold_level(given, "eos:x") == level
+
+
+@pytest.mark.parametrize("given", ["panic", None, 3, "none"])
+def test_a_level_setting_names_its_key_when_it_is_not_a_level(given):
+    with pytest.raises(config.InvalidConfig, match=rf"eos:x: unknown level {given!r}; expected"):
+        thresholds.threshold_level(given, "eos:x")

@@ -108,13 +108,7 @@ def _level_for(value):
 
 
 def _level(name, path):
-    level = thresholds.level_name(name)
-    if level not in thresholds.THRESHOLD_LEVELS:
-        raise config.InvalidConfig(
-            f"{observe_settings.key(SECTION, *path)}: unknown level {name!r}; "
-            f"expected one of {', '.join(thresholds.THRESHOLD_LEVELS)}"
-        )
-    return level
+    return thresholds.threshold_level(name, observe_settings.key(SECTION, *path))
 
 
 def _horizons(value):

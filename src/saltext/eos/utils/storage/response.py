@@ -60,13 +60,9 @@ def automatic_up_to(layers):
         scale = layers.get("scale", default=thresholds.DEFAULT_SCALE)
         policy = registry.SCALE_POLICIES.get(scale) or {}
         value = (policy.get("cleanup") or {}).get("automatic_up_to", _default_cap())
-    value = thresholds.level_name(value)
-    if value not in thresholds.THRESHOLD_LEVELS:
-        raise config.InvalidConfig(
-            f"{config.key_name('profile', 'cleanup', 'automatic_up_to')}: {value!r} is not "
-            f"one of {', '.join(thresholds.THRESHOLD_LEVELS)}"
-        )
-    return value
+    return thresholds.threshold_level(
+        value, config.key_name("profile", "cleanup", "automatic_up_to")
+    )
 
 
 def decide(measured_level, cap):

@@ -168,6 +168,19 @@ def _lookup_level(layers, *path):
     return config.MISSING, None, None
 
 
+def threshold_level(value, key):
+    """
+    The threshold level ``value`` names (``degrade`` is ``degraded``), for a setting whose
+    value is a level; InvalidConfig naming ``key`` (``eos:...``) otherwise.
+    """
+    level = level_name(value)
+    if level not in THRESHOLD_LEVELS:
+        raise config.InvalidConfig(
+            f"{key}: unknown level {value!r}; expected one of {', '.join(THRESHOLD_LEVELS)}"
+        )
+    return level
+
+
 def _validate_level_key(key, path):
     if level_name(key) not in THRESHOLD_LEVELS:
         raise InvalidThresholds(
