@@ -66,6 +66,9 @@ def master_config_overrides():
 def victim(master, victim_tree):
     overrides = {
         "eos": {
+            # The README's reactions join it to the cluster: its role states must leave this
+            # host's packages, services and their configuration alone.
+            "manage_software": False,
             "thresholds": thresholds_above_usage(),
             "analyzer": {"history_min_interval": 0},
             "cleanup": {
@@ -89,7 +92,8 @@ def victim(master, victim_tree):
 @pytest.fixture(scope="module")
 def attacker(master, victim):
     factory = master.salt_minion_daemon(
-        random_string("attacker-"), overrides={"module_dirs": [str(FILES)]}
+        random_string("attacker-"),
+        overrides={"module_dirs": [str(FILES)], "eos": {"manage_software": False}},
     )
     with factory.started():
         yield factory
