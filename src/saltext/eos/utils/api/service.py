@@ -116,11 +116,11 @@ class Api:
             return None
         return username if isinstance(username, str) else None
 
-    def _check_throttle(self, client, username):
+    def _check_throttle(self, client, username, status=429):
         refusal = self.throttle.refusal(client, username)
         if refusal is not None:
             raise ApiError(
-                429,
+                status,
                 f"too many failed logins for {refusal.what}: try again in "
                 f"{refusal.seconds} seconds",
                 headers={"Retry-After": str(refusal.seconds)},
@@ -169,14 +169,7 @@ class Api:
         # The address's failures only: failing logins in the webhook user's name from
         # elsewhere must not silence the alerts. And 503, not 429: Alertmanager drops a
         # notification answered 4xx and retries one answered 5xx.
-        refusal = self.throttle.refusal(client, None)
-        if refusal is not None:
-            raise ApiError(
-                503,
-                f"too many failed logins for {refusal.what}: try again in {refusal.seconds} "
-                "seconds",
-                headers={"Retry-After": str(refusal.seconds)},
-            )
+        self._check_throttle(client, None, status=503)
         session = _via_salt(
             "the login", self.backend.eauth_session, username, password, self.webhook_eauth
         )
