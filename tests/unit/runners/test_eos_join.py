@@ -127,7 +127,7 @@ def test_a_node_joins_step_by_step(cache, bus, fleet):
     assert seeded(cache).get("n1")["status"] == "active"
     (active,) = bus.data(NODE_EVENT.format(id="n1", status="active"))
     assert (active["id"], active["status"]) == ("n1", "active")
-    assert eos_join.status() == {"lease": None}
+    assert eos_join.status() == {"lease": None, "wave": None, "queue": []}
 
     last = eos_join.status("n1")
     assert (last["node"], last["run"], last["status"]) == ("n1", "run-1", "active")
@@ -141,7 +141,7 @@ def test_nodes_join_one_after_another_and_every_member_keeps_a_role(cache, fleet
         assert join(node_id, f"run-{node_id}", token=accepted(cache, node_id)) is None
     assert {record["status"] for record in seeded(cache).records()} == {"active"}
     assert all(roles(cache).values())
-    assert eos_join.status() == {"lease": None}
+    assert eos_join.status() == {"lease": None, "wave": None, "queue": []}
 
 
 def test_the_configuration_state_comes_from_the_master_config(opts, cache, fleet):
@@ -206,7 +206,7 @@ def test_start_refuses_a_node_that_is_not_accepted(cache, bus, fleet, status, hi
         eos_join.start("n1", "run-1")
 
     assert snapshot(cache) == before
-    assert eos_join.status() == {"lease": None}
+    assert eos_join.status() == {"lease": None, "wave": None, "queue": []}
     assert fleet.published == []
     assert bus.fired == []
 
@@ -269,7 +269,7 @@ def test_a_failed_critical_health_check_stops_the_join_and_rollback_fails_the_no
     assert fleet.called("eos_cluster.checkpoint") == []
     assert fleet.called("state.highstate") == []
     assert seeded(cache).assignment() is None
-    assert eos_join.status() == {"lease": None}
+    assert eos_join.status() == {"lease": None, "wave": None, "queue": []}
     assert eos_join.status("n1")["error"] == undone["error"]
 
 
@@ -339,7 +339,7 @@ def test_a_failed_configuration_is_rolled_back_everywhere_it_ran(cache, bus, fle
     configured = set(fleet.called("state.highstate"))
     assert "n2" in configured
     assert sorted(fleet.rolled_back) == sorted((m, fleet.checkpoints[m]) for m in configured)
-    assert eos_join.status() == {"lease": None}
+    assert eos_join.status() == {"lease": None, "wave": None, "queue": []}
 
 
 @pytest.mark.parametrize("operator", ["reject", "remove"])
@@ -355,7 +355,7 @@ def test_a_failed_finish_is_what_the_join_record_and_the_rollback_report(cache, 
     undone = eos_join.rollback("n2", "run-2")
 
     assert undone["rolled_back"] is True
-    assert eos_join.status() == {"lease": None}
+    assert eos_join.status() == {"lease": None, "wave": None, "queue": []}
     assert undone["failed_step"] == "finish"
     last = eos_join.status("n2")
     assert last["failed_step"] == "finish"
@@ -394,7 +394,7 @@ def test_rollback_without_the_lease_has_nothing_to_undo(cache, bus, fleet):
 
 def test_status_without_a_join(cache):
     accepted(cache, "n1")
-    assert eos_join.status() == {"lease": None}
+    assert eos_join.status() == {"lease": None, "wave": None, "queue": []}
     assert eos_join.status("n1") == {}
     assert eos_join.status("ghost") == {}
 

@@ -1,13 +1,20 @@
 """
-Adding a node to the EOS cluster: the steps of ``orchestrate/node_addition.sls``.
+Adding nodes to the EOS cluster, in waves: ``join``, which ``orchestrate/node_addition.sls``
+calls, and the single-node steps.
 
 The orchestration starts when a node is accepted (``eos/cluster/node/<id>/accepted``, see
-``reactor/node_join.sls``) and runs, for that node: ``start`` (join lease and master
-checkpoint), ``health``, ``checkpoint`` (on the minions), ``assign`` (roles),
+``reactor/node_join.sls``) and calls ``join`` for that node. The nodes accepted together join
+together: the first run takes the join lease, waits ``wave_seconds`` for more, and joins them
+all as one wave (one health pass, one placement, one checkpoint of each node it touches, one
+batched state run), then the nodes accepted meanwhile as the next wave; every other run
+returns at once. A node that fails its health, checkpoint or states is rolled back and failed
+alone; the rest of its wave goes on. ``saltext.eos.utils.cluster.wave`` documents the rule.
+
+The steps of a single join, for an operator adding one node by hand: ``start`` (join lease and
+master checkpoint), ``health``, ``checkpoint`` (on the minions), ``assign`` (roles),
 ``configure`` (highstate where roles changed) and ``finish`` (node active); ``rollback``
-runs when any step fails. Each step is also a runner function an operator can call, and
-``status`` shows where a node's last join stands. ``saltext.eos.utils.cluster.join`` documents the
-steps in full.
+after any failed step (``saltext.eos.utils.cluster.join``). ``status`` shows a node's last
+join, or the lease, the current wave and the queue.
 
 Master configuration, every key optional:
 
@@ -20,6 +27,8 @@ Master configuration, every key optional:
         minion_wait: 120          # seconds for the node to answer and register
         state: highstate          # or an SLS, e.g. eos.roles, to configure nodes with
         state_timeout: 900
+        wave_seconds: 5           # a wave waits this long for more accepted nodes
+        batch: 20                 # nodes one state call configures at once
     reactor:
       - 'eos/cluster/node/*/accepted':
         - salt://eos/reactor/node_join.sls
@@ -29,7 +38,7 @@ highstate needs a top file that gives the nodes the role states: ``'*': [eos.rol
 Events:
 
 ``eos/cluster/node/<id>/active``
-    the node joined: its record (fired by ``finish``).
+    the node joined: its record (fired by ``finish``, and for each node of a wave).
 ``eos/cluster/node/<id>/failed``
     a step failed and the join was rolled back: the record plus ``step`` and ``error``.
 ``eos/roles/changed``
@@ -42,6 +51,7 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.utils import errors
 from saltext.eos.utils import master
+from saltext.eos.utils.cluster import wave as waves
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,35 @@ __virtualname__ = "eos_join"
 
 def __virtual__():
     return __virtualname__
+
+
+def join(node, run, token=None):
+    """
+    Join ``node`` in a wave: queued for the wave that runs, or, when none runs, the waves this
+    call leads (it waits ``wave_seconds`` for more accepted nodes first).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run eos_join.join web-3 run=manual-1
+
+    node
+        An accepted (or active) node.
+    run
+        A token naming this call; the waves it leads are named after it.
+    token
+        The ``join_token`` of the accepted event, as for ``start``.
+
+    Returns ``queued`` and ``wave_run`` (the run of the wave that takes the node), or ``led``:
+    for each wave this call ran, its nodes, the ones active and the ones failed (with the
+    step and the error).
+    """
+    _check_node(node)
+    _check_run(run)
+    flow = _flow()
+    with errors.salt_errors(f"join of {node}", failure_errors=(errors.EosError,)):
+        return waves.Waves(flow).join(node, run, token=token)
 
 
 def start(node, run, token=None):
@@ -159,7 +198,8 @@ def rollback(node, run):
 
 def status(node=None):
     """
-    The last join of a node (step, outcome, checkpoints, error), or the current join lease.
+    The last join of a node (its wave, step, outcome, error), or the join lease, the current
+    (or last) wave with its nodes and phase, and the nodes queued for the next wave.
 
     CLI Example:
 
@@ -170,19 +210,24 @@ def status(node=None):
     """
     flow = _flow()
     if node is None:
-        return {"lease": flow.lease()}
+        joining = waves.Waves(flow)
+        return {"lease": flow.lease(), "wave": joining.current(), "queue": sorted(joining.queue())}
     _check_node(node)
     return flow.record(node) or {}
 
 
 def _do(step, node, run, **extra):
     _check_node(node)
-    if not isinstance(run, str) or not run.strip():
-        raise SaltInvocationError(f"run: {run!r} must be a non-empty token naming this join")
+    _check_run(run)
     flow = _flow()
     # A node the flow finds unknown or in the wrong status failed the join: not an argument.
     with errors.salt_errors(f"join of {node}, step {step}", failure_errors=(errors.EosError,)):
         return getattr(flow, step)(node, run, **extra)
+
+
+def _check_run(run):
+    if not isinstance(run, str) or not run.strip():
+        raise SaltInvocationError(f"run: {run!r} must be a non-empty token naming this join")
 
 
 def _check_node(node):

@@ -575,8 +575,11 @@ def cluster_sections():
             "`eos:join`",
             MASTER,
             table_rows("eos:join", join.DEFAULTS, "cluster.md#adding-a-node"),
-            "Times are seconds. `state` is `highstate` (`eos.roles` on nodes no top file "
-            "targets) or an SLS name.",
+            "Times are seconds, at least 1 (`wave_seconds` may be 0: a wave starts at once). "
+            "`state` is `highstate` (`eos.roles` on nodes no top file targets) or an SLS "
+            "name. `batch`: a whole number of nodes, at least 1. Nodes accepted within "
+            "`wave_seconds` of each other, or while a wave runs, join together "
+            '(cluster.md, "Waves").',
         ),
         Section(
             "`eos:coordination`",

@@ -63,6 +63,7 @@ JOINS_BANK = "eos/joins"
 LEASE_KEY = "join_lease"  # in registry.CLUSTER_BANK
 LEASE_TOKEN_KEY = LEASE_KEY + leases.TOKEN_SUFFIX  # the last fencing token given out
 RECOVERY_HOLDER = "recovery"  # the lease's node field while an abandoned join is rolled back
+WAVE_HOLDER = "wave"  # the lease's node field while a wave of joins runs (cluster.wave)
 # The scale the members were last configured for (by the last join that finished). The
 # registry's own scale moves as soon as a node is accepted, before its join runs.
 CONFIGURED_SCALE_KEY = "configured_scale"
@@ -85,7 +86,12 @@ DEFAULTS = {
     # highstate (eos.roles on nodes no top file targets), or an SLS name such as eos.roles
     "state": HIGHSTATE,
     "state_timeout": 900,
+    # seconds a wave waits, once its lease is taken, for more accepted nodes to join it
+    "wave_seconds": 5,
+    # nodes one state call configures at once; a wave of 1,000 runs them in these batches
+    "batch": 20,
 }
+MINIMUMS = {"wave_seconds": 0}  # every other number is at least 1
 
 
 class JoinFailed(errors.OperationFailed):
@@ -103,6 +109,8 @@ class Settings:
     minion_wait: float
     state: str
     state_timeout: float
+    wave_seconds: float = DEFAULTS["wave_seconds"]
+    batch: int = DEFAULTS["batch"]
 
 
 def settings(layers):
@@ -116,7 +124,13 @@ def settings(layers):
                     f"{config.key_name('join', key)}: {value!r} is not 'highstate' or an SLS name"
                 )
         else:
-            value = config.number(value, config.key_name("join", key), minimum=1)
+            value = config.number(value, config.key_name("join", key), minimum=MINIMUMS.get(key, 1))
+        if key == "batch":
+            if value != int(value):
+                raise config.InvalidConfig(
+                    f"{config.key_name('join', key)}: {value!r} is not a whole number of nodes"
+                )
+            value = int(value)
         values[key] = value
     return Settings(**values)
 
@@ -141,7 +155,7 @@ class Join:
     def cache(self):
         return self.registry.cache
 
-    def _lease(self):
+    def join_lease(self):
         """
         The join lease (``lease.Lease``). Its times are the registry lock's clock (the
         coordination store's, alike for every master) unless this flow was given a clock.
@@ -159,7 +173,7 @@ class Join:
         )
 
     def lease(self):
-        return self._lease().holder()
+        return self.join_lease().holder()
 
     def record(self, node_id):
         return self.cache.fetch(JOINS_BANK, node_id) or None
@@ -169,8 +183,12 @@ class Join:
         Store a join record written by ``run``, renewing its lease: under the lock, fenced, so
         a run that lost its lease (another run took it over) cannot write after its successor.
         """
-        refused = "the join record is not written"
-        lease = self._lease()
+        self.store_fenced(JOINS_BANK, record["node"], record, run, "the join record")
+
+    def store_fenced(self, bank, key, record, run, what):
+        """``record`` stored at ``bank``/``key`` while ``run`` holds the lease (renewed)."""
+        refused = f"{what} is not written"
+        lease = self.join_lease()
         try:
             lease.renew(run)
         except leases.LeaseLost as lost:
@@ -178,7 +196,7 @@ class Join:
         fence = self._fence(run, refused, lease)
         with self.registry.lock:
             fence()
-            self.cache.store(JOINS_BANK, record["node"], record)
+            self.cache.store(bank, key, record)
 
     def take_lease(self, node_id, run, wait=None):
         """
@@ -187,7 +205,7 @@ class Join:
         stays held. Returns the expired lease of another run it took over, else None.
         """
         deadline = self.clock() + (self.settings.lease_wait if wait is None else wait)
-        lease = self._lease()
+        lease = self.join_lease()
         while True:
             try:
                 _, replaced = lease.acquire(run, node=node_id)
@@ -209,19 +227,19 @@ class Join:
                 )
                 if node_id != RECOVERY_HOLDER:
                     # This run's own node joins now anyway: it is not accepted once more.
-                    self._undo_abandoned(replaced, run, rejoin=replaced.get("node") != node_id)
+                    self.undo_abandoned(replaced, run, rejoin=replaced.get("node") != node_id)
             return replaced
 
-    def fence(self, run):
+    def fence(self, run, refused="its assignment is not stored"):
         """
         A check for ``registry.store_assignment(fence=...)``: NotOwner unless ``run`` still
         holds the join lease, unexpired. It runs under the registry's lock, atomically with
         the write, so a run that lost its lease cannot write over its successor's assignment.
         """
-        return self._fence(run, "its assignment is not stored")
+        return self._fence(run, refused)
 
     def _fence(self, run, refused, lease=None):
-        check = (lease or self._lease()).fence(run)
+        check = (lease or self.join_lease()).fence(run)
 
         def fenced():
             try:
@@ -234,7 +252,7 @@ class Join:
     def _own(self, node_id, run):
         """The join record of this run, renewing its lease; NotOwner when another run holds it."""
         try:
-            self._lease().renew(run, node=node_id)
+            self.join_lease().renew(run, node=node_id)
         except leases.LeaseLost as lost:
             held = lost.holder
             holder = f"{held.get('node')} (run {held['run']})" if held else "nobody"
@@ -247,7 +265,7 @@ class Join:
         return joined
 
     def release_lease(self, run):
-        self._lease().release(run)
+        self.join_lease().release(run)
 
     def _step(self, node_id, run, name, work):
         """Run ``work(joined)`` as step ``name``; a failure is recorded for the rollback."""
@@ -283,22 +301,7 @@ class Join:
         event starts nothing. Without it (an operator running the orchestration by hand),
         an accepted or active node joins again.
         """
-        registry.check_node_id(node_id)
-        if token is not None:
-            try:
-                self.registry.claim_join(node_id, token)
-            except registry.StaleJoin as err:
-                raise JoinFailed(str(err)) from err
-        record = self.registry.get(node_id)
-        if record is None:
-            raise JoinFailed(f"{node_id}: no such node in the registry")
-        if record["status"] not in JOINABLE_STATUSES:
-            hint = {
-                "pending": "accept it first (salt-run eos_cluster.accept)",
-                "failed": "fix the cause, then accept it again (salt-run eos_cluster.accept)",
-                "rejected": "it was rejected",
-            }[record["status"]]
-            raise JoinFailed(f"{node_id} is {record['status']}, not accepted: {hint}")
+        self.joinable(node_id, token)
         self.take_lease(node_id, run)
         stored = self.registry.assignment() or {"version": 0, "assignments": {}}
         summary = self.registry.summary()
@@ -323,36 +326,52 @@ class Join:
         self._save(joined, run)
         return {"node": node_id, "run": run, "checkpoint": joined["checkpoint"]}
 
+    def joinable(self, node_id, token=None):
+        """
+        JoinFailed unless ``node_id`` may join now: accepted (or active), and, given the
+        ``token`` of its accepted event, that acceptance's (the token is used up).
+        """
+        registry.check_node_id(node_id)
+        if token is not None:
+            try:
+                self.registry.claim_join(node_id, token)
+            except registry.StaleJoin as err:
+                raise JoinFailed(str(err)) from err
+        record = self.registry.get(node_id)
+        if record is None:
+            raise JoinFailed(f"{node_id}: no such node in the registry")
+        if record["status"] not in JOINABLE_STATUSES:
+            hint = {
+                "pending": "accept it first (salt-run eos_cluster.accept)",
+                "failed": "fix the cause, then accept it again (salt-run eos_cluster.accept)",
+                "rejected": "it was rejected",
+                "unreachable": "it does not answer",
+                "down": "it is down: accept it again once it is back",
+                "drained": "it was drained: accept it again to bring it back",
+            }.get(record["status"], "")
+            raise JoinFailed(f"{node_id} is {record['status']}, not accepted: {hint}")
+
     def health(self, node_id, run):
         """The node answers, registers afresh and passes every critical health check."""
         return self._step(node_id, run, "health", lambda joined: self._health(node_id, joined))
 
     def _health(self, node_id, joined):
         self._wait_for_minion(node_id)
-        before = self._registration_ms(node_id)
+        before = self.registration_ms(node_id)
         answer = self.call([node_id], "eos_cluster.register", timeout=60).get(node_id)
-        if answer is None or answer.retcode or not isinstance(answer.ret, dict):
-            raise JoinFailed(f"{node_id}: eos_cluster.register failed: {_short(answer)}")
-        failed = [
-            check
-            for check in (answer.ret.get("health") or {}).get("checks", [])
-            if check.get("critical") and not check.get("passed")
-        ]
-        if failed:
-            raise JoinFailed(
-                f"{node_id} failed critical health checks: "
-                + "; ".join(f"{check['name']}: {check.get('detail')}" for check in failed)
-            )
+        problem = registration_problem(node_id, answer)
+        if problem:
+            raise JoinFailed(problem)
         # The registration travels as an event through the reactor; place the node only once
         # its resources are recorded.
         self._wait(
-            lambda: self._registration_ms(node_id) > before,
+            lambda: self.registration_ms(node_id) > before,
             f"the registration of {node_id} to reach the registry "
             "(is the eos/cluster/register reaction configured?)",
         )
         return {"health": answer.ret.get("health")}
 
-    def _registration_ms(self, node_id):
+    def registration_ms(self, node_id):
         return (self.registry.get(node_id) or {}).get("registration_sent_at_ms") or 0
 
     def _wait_for_minion(self, node_id):
@@ -393,7 +412,7 @@ class Join:
         }
         if node_id not in taken:
             raise JoinFailed(
-                f"{node_id}: eos_cluster.checkpoint failed: {_short(answers.get(node_id))}"
+                f"{node_id}: eos_cluster.checkpoint failed: {short(answers.get(node_id))}"
             )
         missing = sorted(set(targets) - set(taken))
         if missing:
@@ -406,7 +425,7 @@ class Join:
         return self._step(node_id, run, "assign", lambda joined: self._assign(node_id, joined))
 
     def _assign(self, node_id, joined):
-        solved = self.solve_roles(self._placement_members(node_id))
+        solved = self.solve_roles(self.placement_members(node_id))
         if not solved["assignments"].get(node_id):
             reasons = "; ".join(item["reason"] for item in solved["unplaced"]) or "no role needed"
             log.info("eos_join: %s gets no role: %s", node_id, reasons)
@@ -445,16 +464,18 @@ class Join:
         except config.InvalidConfig as err:
             raise JoinFailed(f"role placement: {err}") from err
 
-    def _placement_members(self, node_id):
+    def placement_members(self, joining):
         """
-        Active nodes, accepted nodes that already hold roles, and the joining node. Accepted
-        nodes still waiting for their own join are left for it: placing them here would make
-        this join configure (and answer for) nodes it was not asked to add.
+        Active nodes, accepted nodes that already hold roles, and the joining node(s) (an id
+        or a set of ids). Accepted nodes still waiting for their own join are left for it:
+        placing them here would make this join configure (and answer for) nodes it was not
+        asked to add.
         """
+        joining = {joining} if isinstance(joining, str) else set(joining)
         chosen = []
         for status in registry.MEMBER_STATUSES:
             for record in self.registry.records(status):
-                if record["id"] == node_id or status == "active" or record.get("roles"):
+                if record["id"] in joining or status == "active" or record.get("roles"):
                     chosen.append(record)
         return chosen
 
@@ -502,14 +523,15 @@ class Join:
         }
 
     def apply_state(self, targets):
+        """The configuration state on ``targets``: {minion: [problems]} ([] when it passed)."""
         if self.settings.state != HIGHSTATE:
             return self.run_state(targets, self.settings.state)
-        tops = self.call(targets, "state.show_top", timeout=self.settings.state_timeout)
+        tops = self.batched(targets, "state.show_top")
         topped = [minion for minion in targets if targeted_by_top(tops.get(minion))]
         untopped = [minion for minion in targets if minion not in topped]
         results = {}
         if topped:
-            answers = self.call(topped, "state.highstate", timeout=self.settings.state_timeout)
+            answers = self.batched(topped, "state.highstate")
             results.update({minion: state_problems(answers.get(minion)) for minion in topped})
         if untopped:
             log.info("eos_join: no top file targets %s; applying %s", untopped, ROLES_STATE)
@@ -517,19 +539,38 @@ class Join:
         return results
 
     def run_state(self, targets, sls):
-        answers = self.call(targets, "state.apply", args=[sls], timeout=self.settings.state_timeout)
+        answers = self.batched(targets, "state.apply", args=[sls])
         return {minion: state_problems(answers.get(minion)) for minion in targets}
+
+    def batched(self, targets, fun, args=(), kwargs=None):
+        """
+        ``fun`` on ``targets``, ``batch`` minions at a time (a wave of 1,000 nodes does not
+        run 1,000 state runs at once on the master's file server and pillar).
+        """
+        answers = {}
+        targets = list(targets)
+        for first in range(0, len(targets), self.settings.batch):
+            answers.update(
+                self.call(
+                    targets[first : first + self.settings.batch],
+                    fun,
+                    args=args,
+                    kwargs=kwargs,
+                    timeout=self.settings.state_timeout,
+                )
+            )
+        return answers
 
     def finish(self, node_id, run):
         """Mark the node active and release the lease."""
-        roles = self._step(node_id, run, "finish", lambda joined: self._activate(node_id))
+        roles = self._step(node_id, run, "finish", lambda joined: self.activate(node_id))
         joined = self._own(node_id, run)
         joined.update(status="active", finished_at=self.clock())
         self._save(joined, run)
         self.release_lease(run)
         return {"node": node_id, "status": "active", "roles": roles}
 
-    def _activate(self, node_id):
+    def activate(self, node_id):
         roles = (self.registry.get(node_id) or {}).get("roles") or []
         try:
             self.registry.set_status(node_id, "active", f"joined with roles {roles or 'none'}")
@@ -568,38 +609,43 @@ class Join:
     def _rollback(self, node_id, run, joined):
         step = joined.get("failed_step") or joined.get("step")
         error = joined.get("error") or f"step {step} did not complete"
-        restored = self.restore_assignment(joined, run)
-        self._mark_failed(node_id, step, error)
-        minions = self.rollback_minions(joined)
-        reapplied = sorted({*joined["changed"], *joined.get("dependents", [])} - {node_id})
-        # The failed node no longer counts: every member's scale and thresholds may be back too.
-        members = sorted(self.reachable_members())
-        self.call(members, "saltutil.refresh_pillar", kwargs={"wait": True}, timeout=60)
-        problems = {}
-        if reapplied:
-            problems = {m: p for m, p in self.apply_state(reapplied).items() if p}
-        joined.update(
-            status="failed",
-            finished_at=self.clock(),
-            rollback={
-                "assignment_version": restored["version"],
-                "minions": minions,
-                "reapplied": reapplied,
-                "problems": problems,
-            },
-        )
+        undone = self.undo(joined, run, [node_id], step, error)
         self._save(joined, run)
         return {
             "rolled_back": True,
             "node": node_id,
             "failed_step": step,
             "error": error,
-            "assignment_version": restored["version"],
             "restored_from": joined["checkpoint"]["version"],
+            **undone,
+        }
+
+    def undo(self, joined, run, nodes, step, error):
+        """
+        Undo the join (or wave) ``joined`` of ``run``: its checkpointed assignment back, the
+        joining ``nodes`` failed at ``step`` with ``error``, the minions it configured back to
+        their checkpoints, the previous roles re-applied on the members whose roles changed.
+        ``joined`` gets its outcome (status failed, rollback); the caller stores it.
+        """
+        restored = self.restore_assignment(joined, run)
+        for node_id in nodes:
+            self.mark_failed(node_id, step, error)
+        minions = self.rollback_minions(joined)
+        reapplied = sorted({*joined["changed"], *joined.get("dependents", [])} - set(nodes))
+        # The failed node no longer counts: every member's scale and thresholds may be back too.
+        members = sorted(self.reachable_members())
+        self.call(members, "saltutil.refresh_pillar", kwargs={"wait": True}, timeout=60)
+        problems = {}
+        if reapplied:
+            problems = {m: p for m, p in self.apply_state(reapplied).items() if p}
+        undone = {
+            "assignment_version": restored["version"],
             "minions": minions,
             "reapplied": reapplied,
             "problems": problems,
         }
+        joined.update(status="failed", finished_at=self.clock(), rollback=undone)
+        return undone
 
     def restore_assignment(self, joined, run=None):
         """The checkpointed assignment of ``joined`` again, written under ``run``'s lease."""
@@ -629,18 +675,22 @@ class Join:
         Returns what was done, or None when no lease is expired. JoinFailed when another
         master is recovering it (nothing waits).
         """
-        lease = self._lease()
+        lease = self.join_lease()
         held = lease.holder()
         if held is None or not lease.expired(held):
             return None
         run = f"recover-{held['run']}"
         replaced = self.take_lease(RECOVERY_HOLDER, run, wait=0)
         try:
-            return self._undo_abandoned(replaced or held, run)
+            return self.undo_abandoned(replaced or held, run)
         finally:
             self.release_lease(run)
 
-    def _undo_abandoned(self, held, run, rejoin=True):
+    def undo_abandoned(self, held, run, rejoin=True):
+        if held.get("node") == WAVE_HOLDER:
+            from saltext.eos.utils.cluster import wave  # a wave is made of this flow's steps
+
+            return wave.Waves(self).undo_abandoned(held, run, rejoin=rejoin)
         node_id = held["node"]
         joined = self.record(node_id)
         if joined is None or joined["run"] != held["run"] or joined["status"] != "running":
@@ -663,7 +713,7 @@ class Join:
             self.registry.accept(node_id, "joins again after an abandoned join")
         return {"abandoned_run": held["run"], **undone, "rejoining": rejoining}
 
-    def _mark_failed(self, node_id, step, error):
+    def mark_failed(self, node_id, step, error):
         record = self.registry.get(node_id)
         if record is None or record["status"] not in ("accepted", "active"):
             return
@@ -685,9 +735,28 @@ class Join:
                 timeout=120,
             ).get(minion)
             outcome[minion] = (
-                "restored" if answer is not None and not answer.retcode else _short(answer)
+                "restored" if answer is not None and not answer.retcode else short(answer)
             )
         return outcome
+
+
+def registration_problem(node_id, answer):
+    """
+    Why the answer of ``eos_cluster.register`` on ``node_id`` stops its join (no answer, an
+    error, a failed critical health check), or None when it may join.
+    """
+    if answer is None or answer.retcode or not isinstance(answer.ret, dict):
+        return f"{node_id}: eos_cluster.register failed: {short(answer)}"
+    failed = [
+        check
+        for check in (answer.ret.get("health") or {}).get("checks", [])
+        if check.get("critical") and not check.get("passed")
+    ]
+    if failed:
+        return f"{node_id} failed critical health checks: " + "; ".join(
+            f"{check['name']}: {check.get('detail')}" for check in failed
+        )
+    return None
 
 
 def placement_policy(policy, records, leaving=()):
@@ -743,7 +812,7 @@ def state_problems(answer):
     if isinstance(ret, list):  # render or compile errors
         return [str(item) for item in ret][:5]
     if not isinstance(ret, dict):
-        return [_short(ret)]
+        return [short(ret)]
     problems = [
         f"{chunk.get('__id__', key)}: {chunk.get('comment')}"
         for key, chunk in sorted(ret.items(), key=lambda item: _run_order(item[1]))
@@ -758,7 +827,7 @@ def _run_order(chunk):
     return chunk.get("__run_num__", 0) if isinstance(chunk, dict) else 0
 
 
-def _short(value, limit=300):
+def short(value, limit=300):
     if isinstance(value, master.Answer):
         value = value.ret
     text = "no answer" if value is None else str(value)

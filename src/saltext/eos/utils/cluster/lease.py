@@ -155,6 +155,20 @@ class Lease:
             if held is not None and held["run"] == run:
                 self.cache.flush(self.bank, self.key)
 
+    def release_unless(self, run, busy):
+        """
+        Give the lease up unless ``busy()`` (called under the same lock) says there is work
+        left for it; True when released. A run handing out work that others queue under the
+        lock (a wave of joins) cannot release it just after a newcomer queued behind it.
+        """
+        with self.lock:
+            if busy():
+                return False
+            held = self.holder()
+            if held is not None and held["run"] == run:
+                self.cache.flush(self.bank, self.key)
+            return True
+
     def fence(self, run, token=None):
         """
         A check to call under the registry's lock right before a write made under this lease
