@@ -318,7 +318,7 @@ def orchestrations(event_listener, master, since):
     ]
 
 
-def test_two_nodes_joining_together_are_serialised_and_every_node_becomes_medium(
+def test_two_nodes_joining_together_join_in_one_wave_and_every_node_becomes_medium(
     master, minions, names, trees, salt_cli, salt_run_cli
 ):
     delta, echo = names["delta"], names["echo"]
@@ -340,13 +340,12 @@ def test_two_nodes_joining_together_are_serialised_and_every_node_becomes_medium
     for node in (delta, echo):
         record = wait_settled(master, node)
         assert record["status"] == "active", record["history"]
-    joins = sorted(
-        (run_ok(salt_run_cli, "eos_join.status", node) for node in (delta, echo)),
-        key=lambda joined: joined["started_at"],
-    )
-    # One join at a time: the second started its work only after the first finished.
-    first, second = joins
-    assert first["finished_at"] <= second["started_at"]
+    joins = {node: run_ok(salt_run_cli, "eos_join.status", node) for node in (delta, echo)}
+    # Registered together, well within the gathering window: one wave took both.
+    assert joins[delta]["wave"] == joins[echo]["wave"], joins
+    wave = run_ok(salt_run_cli, "eos_join.status")["wave"]
+    assert wave["id"] == joins[delta]["wave"] and wave["status"] == "done", wave
+    assert sorted(wave["active"]) == sorted((delta, echo)) and wave["failed"] == {}
     roles = []
     for node in names.values():
         written = assert_node_matches(master, trees, salt_cli, node)

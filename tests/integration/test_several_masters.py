@@ -14,6 +14,7 @@ what it measured.
 import collections
 import concurrent.futures
 import contextlib
+import itertools
 import json
 import pathlib
 import shutil
@@ -29,12 +30,14 @@ from saltfactories.utils import random_string
 from saltext.eos.utils import api
 from saltext.eos.utils.cluster import join as joins
 from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import wave as waves
 from tests.support import servers
 from tests.support.cluster import SMALL_CATALOGUE
 from tests.support.cluster import join_master_block
 from tests.support.cluster import minion_overrides
 from tests.support.cluster import started_together
 from tests.support.cluster import wait_for
+from tests.support.cluster import write_hold_state
 from tests.support.eos_api import EosApiDaemon
 from tests.support.eos_api import call
 from tests.support.eos_api import login
@@ -66,15 +69,7 @@ def trees(tmp_path_factory):
     for name in ("states", "pillar"):
         (root / name).mkdir()
     (root / "states" / "top.sls").write_text("base:\n  '*':\n    - eos.roles\n    - hold\n")
-    # A node's highstate waits while its hold file exists (two minutes at most): a join is
-    # held in its configure step for as long as a test needs it there.
-    (root / "states" / "hold.sls").write_text(
-        f"{{% set flag = '{root}/hold-' ~ grains['id'] %}}\n"
-        "hold_while_flagged:\n"
-        "  cmd.run:\n"
-        "    - name: timeout 120 sh -c 'while [ -e {{ flag }} ]; do sleep 0.2; done'\n"
-        "    - onlyif: test -e {{ flag }}\n"
-    )
+    write_hold_state(root)
     (root / "users.txt").write_text(f"{OPERATOR[0]}:{OPERATOR[1]}\n")
     (root / "pillar" / "top.sls").write_text("base:\n  '*':\n    - nodes\n")
     # Minions share this host: each keeps its EOS files apart; software is not installed.
@@ -204,6 +199,10 @@ def join_lease(master):
 
 def join_record(master, node_id):
     return shared_cache(master).fetch(joins.JOINS_BANK, node_id) or None
+
+
+def wave_record(master, wave_id):
+    return shared_cache(master).fetch(waves.WAVES_BANK, wave_id) or None
 
 
 def statuses(master, names):
@@ -340,8 +339,11 @@ def orchestrate(master, node, run, *extra):
     )
 
 
-def test_joins_started_at_both_masters_run_one_at_a_time(masters, names, cluster):
-    """A join by hand through each master at once: the shared lease orders them."""
+def test_joins_started_at_both_masters_run_one_wave_at_a_time(masters, names, cluster):
+    """
+    A join by hand through each master at once: the shared lease lets one wave run at a time,
+    which takes both nodes or runs after the other's wave.
+    """
     started = {"a": names[0], "b": names[1]}
     tokens = []
 
@@ -367,16 +369,19 @@ def test_joins_started_at_both_masters_run_one_at_a_time(masters, names, cluster
     for key, ret in results.items():
         assert ret.returncode == 0, (key, ret)
     records = [join_record(masters["a"], node) for node in started.values()]
-    spans = sorted((record["started_at"], record["finished_at"]) for record in records)
-    for node in started.values():
-        assert join_record(masters["a"], node)["run"].startswith("by-hand-")
-    # The second started only after the first finished: one at a time, cluster-wide.
-    assert spans[0][1] <= spans[1][0], spans
-    assert tokens == sorted(tokens) and len(set(tokens)) >= 2, tokens
+    for record in records:
+        assert record["run"].startswith("by-hand-") and record["status"] == "active", record
+    led = [wave_record(masters["b"], wave) for wave in sorted({r["wave"] for r in records})]
+    spans = sorted((wave["started_at"], wave["finished_at"]) for wave in led)
+    # One wave at a time, cluster-wide: a second wave started only after the first finished.
+    for earlier, later in itertools.pairwise(spans):
+        assert earlier[1] <= later[0], spans
+    assert sorted(node for wave in led for node in wave["active"]) == sorted(started.values())
+    assert tokens == sorted(tokens) and tokens, tokens
     assert_consistent(masters["b"], names)
     print(
         f"\ntwo joins started together through two masters: {time.time() - began:.1f} s, "
-        f"the second waited {spans[1][0] - spans[0][0]:.1f} s; lease tokens {tokens}"
+        f"in {len(led)} wave(s); lease tokens {tokens}"
     )
 
 

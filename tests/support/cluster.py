@@ -33,6 +33,21 @@ def join_master_block():
     return block
 
 
+def write_hold_state(root):
+    """
+    ``root/states/hold.sls``: a node's highstate waits while the file ``root/hold-<id>``
+    exists (two minutes at most), which keeps a join in its configure step for as long as a
+    test needs it there.
+    """
+    (root / "states" / "hold.sls").write_text(
+        f"{{% set flag = '{root}/hold-' ~ grains['id'] %}}\n"
+        "hold_while_flagged:\n"
+        "  cmd.run:\n"
+        "    - name: timeout 120 sh -c 'while [ -e {{ flag }} ]; do sleep 0.2; done'\n"
+        "    - onlyif: test -e {{ flag }}\n"
+    )
+
+
 def wait_for(probe, what, timeout=60, interval=0.25):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

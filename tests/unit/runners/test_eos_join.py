@@ -14,6 +14,8 @@ from salt.exceptions import CommandExecutionError
 from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_join
+from saltext.eos.utils import master
+from saltext.eos.utils.cluster import wave
 from saltext.eos.utils.cluster import registry
 from tests.support.fleet import BIG
 from tests.support.fleet import Fleet
@@ -29,8 +31,9 @@ pytestmark = pytest.mark.usefixtures("master_world")
 
 @pytest.fixture
 def opts(tmp_path):
-    # A minion that does not answer fails a join in seconds, not the default two minutes.
-    return master_opts(tmp_path, join={"minion_wait": 2})
+    # A minion that does not answer fails a join in seconds, not the default two minutes;
+    # a wave starts without gathering.
+    return master_opts(tmp_path, join={"minion_wait": 2, "wave_seconds": 0})
 
 
 @pytest.fixture
@@ -464,3 +467,38 @@ def test_a_bad_join_setting_is_a_command_error_naming_the_key(
     assert snapshot(cache) == before
     assert fleet.published == []
     assert bus.fired == []
+
+
+# --- waves ----------------------------------------------------------------------------------
+
+
+def test_join_runs_the_queued_nodes_as_one_wave_and_status_shows_it(cache, bus, fleet, opts):
+    tokens = {node: accepted(cache, node) for node in ("n1", "n2", "n3")}
+    # n2 and n3 were queued by their own reactor runs while n1's run gathered.
+    queued = wave.Waves(master.Master(opts).join_flow())
+    for node in ("n2", "n3"):
+        queued.flow.joinable(node, tokens[node])
+        queued._enqueue(node, f"run-{node}")
+
+    outcome = eos_join.join("n1", "run-1", token=tokens["n1"])
+
+    (led,) = outcome["led"]
+    assert led["nodes"] == ["n1", "n2", "n3"] and led["active"] == ["n1", "n2", "n3"]
+    for node in ("n1", "n2", "n3"):
+        (active,) = bus.data(NODE_EVENT.format(id=node, status="active"))
+        assert active["id"] == node
+        assert eos_join.status(node)["wave"] == led["wave"]
+    status = eos_join.status()
+    assert status["lease"] is None and status["queue"] == []
+    assert status["wave"]["id"] == led["wave"] and status["wave"]["status"] == "done"
+
+
+def test_join_refuses_a_forged_token_and_bad_arguments(cache, fleet):
+    accepted(cache, "n1")
+    with pytest.raises(CommandExecutionError, match="not its current acceptance's"):
+        eos_join.join("n1", "run-1", token="guessed")
+    with pytest.raises(SaltInvocationError, match="run: '' must be a non-empty token"):
+        eos_join.join("n1", "")
+    with pytest.raises(SaltInvocationError, match="node id"):
+        eos_join.join("web*", "run-1")
+    assert eos_join.status()["queue"] == [] and fleet.calls == []

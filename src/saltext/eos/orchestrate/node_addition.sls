@@ -5,9 +5,9 @@
     salt-run state.orchestrate eos.orchestrate.node_addition pillar='{"eos_join": {"node": "web-3"}}'
 
   One step, eos_join.join: the node is queued. When no wave is running, this run takes the join
-  lease, waits eos:join:wave_seconds for more accepted nodes and joins the queue as one wave,
-  then the nodes queued meanwhile as the next one; otherwise it returns at once, and the
-  running wave takes the node. A wave:
+  lease, gathers until no node was queued for eos:join:wave_seconds (six windows at most),
+  joins the queue as one wave, then the nodes queued meanwhile as the next one; otherwise it
+  returns at once, and the running wave takes the node. A wave:
     health      every node answers, registers afresh, passes its critical health checks
     checkpoint  roles placed over the members and the wave; eos_cluster.checkpoint on the
                 nodes that placement touches (the wave, the members whose roles change, and

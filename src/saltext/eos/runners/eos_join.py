@@ -4,11 +4,12 @@ calls, and the single-node steps.
 
 The orchestration starts when a node is accepted (``eos/cluster/node/<id>/accepted``, see
 ``reactor/node_join.sls``) and calls ``join`` for that node. The nodes accepted together join
-together: the first run takes the join lease, waits ``wave_seconds`` for more, and joins them
-all as one wave (one health pass, one placement, one checkpoint of each node it touches, one
-batched state run), then the nodes accepted meanwhile as the next wave; every other run
-returns at once. A node that fails its health, checkpoint or states is rolled back and failed
-alone; the rest of its wave goes on. ``saltext.eos.utils.cluster.wave`` documents the rule.
+together: the first run takes the join lease, gathers until no node was queued for
+``wave_seconds`` (six such windows at most), and joins them all as one wave (one health
+pass, one placement, one checkpoint of each node it touches, one batched state run), then the
+nodes accepted meanwhile as the next wave; every other run returns at once. A node that
+fails its health, checkpoint or states is rolled back and failed alone; the rest of its wave
+goes on. ``saltext.eos.utils.cluster.wave`` documents the rule.
 
 The steps of a single join, for an operator adding one node by hand: ``start`` (join lease and
 master checkpoint), ``health``, ``checkpoint`` (on the minions), ``assign`` (roles),
@@ -27,7 +28,7 @@ Master configuration, every key optional:
         minion_wait: 120          # seconds for the node to answer and register
         state: highstate          # or an SLS, e.g. eos.roles, to configure nodes with
         state_timeout: 900
-        wave_seconds: 5           # a wave waits this long for more accepted nodes
+        wave_seconds: 5           # a wave gathers until no node was queued this long
         batch: 20                 # nodes one state call configures at once
     reactor:
       - 'eos/cluster/node/*/accepted':
@@ -65,7 +66,7 @@ def __virtual__():
 def join(node, run, token=None):
     """
     Join ``node`` in a wave: queued for the wave that runs, or, when none runs, the waves this
-    call leads (it waits ``wave_seconds`` for more accepted nodes first).
+    call leads (it gathers first, until no node was queued for ``wave_seconds``).
 
     CLI Example:
 
@@ -73,16 +74,11 @@ def join(node, run, token=None):
 
         salt-run eos_join.join web-3 run=manual-1
 
-    node
-        An accepted (or active) node.
-    run
-        A token naming this call; the waves it leads are named after it.
-    token
-        The ``join_token`` of the accepted event, as for ``start``.
-
-    Returns ``queued`` and ``wave_run`` (the run of the wave that takes the node), or ``led``:
-    for each wave this call ran, its nodes, the ones active and the ones failed (with the
-    step and the error).
+    ``node`` is an accepted (or active) node, ``run`` a token naming this call (the waves it
+    leads are named after it), ``token`` the accepted event's ``join_token``, as for
+    ``start``. Returns ``queued`` and ``wave_run`` (the run of the wave that takes the node),
+    or ``led``: for each wave this call ran, its nodes, the ones active and the ones failed
+    (with the step and the error).
     """
     _check_node(node)
     _check_run(run)

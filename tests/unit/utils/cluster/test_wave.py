@@ -354,3 +354,60 @@ def test_bad_wave_settings_are_named(settings, message):
 def test_wave_seconds_zero_starts_at_once():
     layers = config.Layers([("master config", {"join": {"wave_seconds": 0, "batch": 50}})])
     assert (join.settings(layers).wave_seconds, join.settings(layers).batch) == (0, 50)
+
+
+def test_a_wave_gathers_while_nodes_keep_arriving_up_to_six_windows(reg, fleet, events, clock):
+    flow = join_flow(reg, fleet, events, clock, wave_seconds=5)
+    waves = wave.Waves(flow)
+    tokens = accepted(reg, *[f"n{number}" for number in range(1, 21)])
+    arrivals = iter(sorted(tokens)[1:])
+    began = clock()
+    next_arrival = [began + 4]
+
+    def sleep_and_accept(seconds):
+        # A node comes up every 4 s: each one restarts the 5 s quiet window.
+        clock.now += seconds
+        while clock.now >= next_arrival[0]:
+            node = next(arrivals, None)
+            if node is None:
+                next_arrival[0] = float("inf")
+                break
+            waves.flow.joinable(node, tokens[node])
+            waves._enqueue(node, f"run-{node}")
+            next_arrival[0] += 4
+
+    flow.sleep = sleep_and_accept
+    led = waves.join("n1", "run-n1", token=tokens["n1"])["led"]
+
+    first = led[0]
+    # Six windows of 5 s at most: the nodes that came up within 30 s are in the first wave.
+    assert wave_started(reg, first["wave"]) - began == pytest.approx(30, abs=1)
+    assert first["nodes"] == sorted(["n1", *sorted(tokens)[1 : 1 + 30 // 4]])
+    assert first["active"] == first["nodes"]
+
+
+def wave_started(reg, wave_id):
+    return reg.cache.fetch(wave.WAVES_BANK, wave_id)["started_at"]
+
+
+def test_a_wave_longer_than_its_lease_keeps_it_between_state_batches(reg, fleet, events, clock):
+    flow = join_flow(reg, fleet, events, clock, batch=3)
+    other_master = join_flow(reg, fleet, events, clock)
+    tokens = accepted(reg, *EIGHT)
+    waves = wave.Waves(flow)
+    queue_all(waves, reg, {node: tokens[node] for node in EIGHT[1:]})
+    looked = []
+    answer = fleet.call
+
+    def slow_state_runs(targets, fun, args=(), kwargs=None, timeout=None):
+        if fun == "state.highstate":
+            # Each batch takes two thirds of the lease; another master looks in between.
+            clock.sleep(join.DEFAULTS["lease_seconds"] * 2 / 3)
+            looked.append(other_master.recover_abandoned())
+        return answer(targets, fun, args=args, kwargs=kwargs, timeout=timeout)
+
+    flow.call = slow_state_runs
+    (led,) = waves.join("n1", "run-n1", token=tokens["n1"])["led"]
+
+    assert looked == [None, None, None]  # never found expired: nothing taken over
+    assert led["active"] == EIGHT

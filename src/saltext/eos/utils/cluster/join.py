@@ -148,6 +148,8 @@ class Join:
     sleep: object = time.sleep
     progress: list = field(default_factory=list)
     master: str | None = None  # the id of the master running the flow, named in its lease
+    # Called between state batches, so that a wave longer than its lease keeps it (or stops).
+    heartbeat: object = None
 
     # --- the lease and the join record ---
 
@@ -550,6 +552,8 @@ class Join:
         answers = {}
         targets = list(targets)
         for first in range(0, len(targets), self.settings.batch):
+            if first and self.heartbeat is not None:
+                self.heartbeat()
             answers.update(
                 self.call(
                     targets[first : first + self.settings.batch],

@@ -3,8 +3,9 @@ Joins in waves: the nodes accepted together join together, under one lease.
 
 Every accepted event starts ``orchestrate/node_addition.sls``, which calls ``Waves.join``
 for its node. The node is queued; the run that finds no wave running takes the join lease,
-waits ``eos:join:wave_seconds`` for more accepted nodes, and then runs the queue as one
-wave, and again while nodes were queued during that wave. Every other run returns at once:
+gathers (waits until no node was queued for ``eos:join:wave_seconds``, six such windows at
+most), and then runs the queue as one wave, and again while nodes were queued during that
+wave. Every other run returns at once:
 its node joins in the wave of the run that holds the lease.
 
 One wave, over its nodes:
@@ -55,6 +56,8 @@ WAVES_BANK = "eos/join_waves"
 CURRENT_WAVE_KEY = "join_wave"  # in registry.CLUSTER_BANK: {id} of the current or last wave
 QUEUE_KEY = "join_queue"  # in registry.CLUSTER_BANK: {node: {run, queued_at}}
 PHASES = ("health", "checkpoint", "assign", "configure", "finish")
+# A wave gathers while nodes keep arriving, but starts after this many quiet windows at most.
+GATHER_WINDOWS = 6
 
 
 class WaveFailed(joins.JoinFailed):
@@ -112,7 +115,7 @@ class Waves:
 
     def lead(self, run):
         """Gather, then run waves while nodes are queued; the lease is released at the end."""
-        self.flow.sleep(self.flow.settings.wave_seconds)
+        self._gather()
         led = []
         lease = self.flow.join_lease()
         while True:
@@ -121,6 +124,21 @@ class Waves:
                 led.append(self.run_wave(nodes, run, len(led) + 1))
             elif lease.release_unless(run, self._queued):
                 return led
+
+    def _gather(self):
+        """
+        Wait until no node was queued for ``wave_seconds`` (machines racked together come up
+        over a while, not at one instant), for at most ``GATHER_WINDOWS`` such windows.
+        """
+        window = self.flow.settings.wave_seconds
+        deadline = self.flow.clock() + window * GATHER_WINDOWS
+        while True:
+            last = max((entry["queued_at"] for entry in self.queue().values()), default=0)
+            quiet_until = min(last + window, deadline)
+            now = self.flow.clock()
+            if now >= quiet_until:
+                return
+            self.flow.sleep(min(quiet_until - now, 1.0))
 
     def _running_wave(self, lease, run):
         """The lease of another live wave, which will take this node: read under the lock."""
@@ -177,13 +195,22 @@ class Waves:
     def run_wave(self, nodes, run, number=1):
         """Join ``nodes`` as one wave under ``run``'s lease; returns the wave's record."""
         wave = self._begin(nodes, run, number)
+        self.flow.heartbeat = lambda: self._renew(run)
         try:
             self._run(wave)
         except joins.NotOwner:
             raise  # the successor that took the lease over rolls this wave back
         except Exception as err:  # any failure rolls the wave back, and the next wave runs
             self._fail_wave(wave, err)
+        finally:
+            self.flow.heartbeat = None
         return summary(wave)
+
+    def _renew(self, run):
+        try:
+            self.flow.join_lease().renew(run)
+        except leases.LeaseLost as lost:
+            raise joins.NotOwner(f"{lost}; the wave stops") from lost
 
     def _begin(self, nodes, run, number):
         stored = self.registry.assignment() or {"version": 0, "assignments": {}}
@@ -194,9 +221,11 @@ class Waves:
             "started_at": self.flow.clock(),
             "status": "running",
             "phase": "health",
+            "phase_started": {"health": self.flow.clock()},
             "joining": list(nodes),
             "active": [],
             "failed": {},
+            "failing": [],  # failed at configure, marked failed once their roles are gone
             "rounds": 0,
             "checkpoint": {
                 "version": stored["version"],
@@ -227,6 +256,7 @@ class Waves:
                 break  # every node failed, and the members hold what they held
             self._phase(wave, "assign")
             changes = self._assign(wave, solved)
+            self._mark_failing(wave)
             self._phase(wave, "configure")
             failures, scale_done = self._configure(wave, solved, changes, touched, configured_for)
             if scale_done:
@@ -234,8 +264,11 @@ class Waves:
             if not failures:
                 break
             for node_id, problems in failures.items():
-                self._fail_node(wave, node_id, "configure", "configuration failed: " + problems)
+                error = "configuration failed: " + problems
+                self._fail_node(wave, node_id, "configure", error, mark=False)
+                wave["failing"].append(node_id)
             self._rollback_nodes(wave, failures)
+        self._mark_failing(wave)
         self._phase(wave, "finish")
         for node_id in list(wave["joining"]):
             try:
@@ -251,6 +284,7 @@ class Waves:
 
     def _phase(self, wave, phase):
         wave["phase"] = phase
+        wave["phase_started"].setdefault(phase, self.flow.clock())
         self._save(wave)
         for node_id in wave["joining"]:
             self._node_record(wave, node_id, step=phase)
@@ -316,7 +350,9 @@ class Waves:
         """
         tried = set(wave["minion_checkpoints"])
         while True:
-            solved = self.flow.solve_roles(self.flow.placement_members(wave["joining"]))
+            solved = self.flow.solve_roles(
+                self.flow.placement_members(wave["joining"]), leaving=wave["failing"]
+            )
             touched = self._touched(wave, solved, configured_for)
             needed = sorted(set(touched) - tried)
             if not needed:
@@ -449,17 +485,31 @@ class Waves:
             wave, node_id, status="failed", failed_step=step, error=error, finished=True
         )
 
+    def _mark_failing(self, wave):
+        """
+        The nodes that failed their configuration are marked failed once the assignment
+        without them is stored: nobody reads a failed node that still holds roles.
+        """
+        for node_id in wave["failing"]:
+            failure = wave["failed"][node_id]
+            self.flow.mark_failed(node_id, failure["step"], failure["error"])
+        wave["failing"] = []
+        self._save(wave)
+
     def _fail_wave(self, wave, err):
         """Roll the whole wave back (see the module's rule); the lease stays with the run."""
         step = wave["phase"]
         error = f"the wave {wave['id']} failed at {step}: {err}"
         log.error("eos_join: %s; rolling the wave back", error)
+        failing = list(wave.get("failing", []))
         nodes = list(wave["joining"])
         for node_id in nodes:
             wave["failed"][node_id] = {"step": step, "error": error}
-        wave["joining"] = []
+        wave.update(joining=[], failing=[])
         wave["error"] = error
-        self.flow.undo(wave, wave["run"], nodes, step, error)
+        for node_id in failing:  # failed at configure before the wave did: their own error
+            self.flow.mark_failed(node_id, "configure", wave["failed"][node_id]["error"])
+        self.flow.undo(wave, wave["run"], [*nodes, *failing], step, error)
         self._save(wave)
         for node_id in nodes:
             self._node_record(

@@ -1,0 +1,240 @@
+"""
+Benchmark: N nodes racked together, from their registrations to all active, joined in waves
+(``eos_join.join``, what the README's reactions run) against the one-at-a-time flow (the
+single-node steps ``eos_join.start`` ... ``finish`` under the join lease, each join
+checkpointing and refreshing every member, as every join did before waves), in one run.
+
+For each flow and each N (5, 10, 20 by default): a fresh master with the README's join
+reactions and a top file of ``eos.roles``, N minions started together, every one registered
+at once (``eos_cluster.register``, as a machine's first start does), then the time until the
+registry holds all N active. Printed: the seconds to all active, the seconds per node, and the
+ratio one-at-a-time / waves for each N.
+
+Targets on a 2-core machine: 20 nodes all active in under 60 s in waves, and the seconds per
+node falling as N grows (waves amortise), while one at a time they rise.
+
+Real daemons, through pytest-salt-factories (the script runs pytest on itself); no root, no
+system configuration touched. About 20 minutes with the default sizes; exit status 0 when
+every target is met.
+
+    python benchmarks/join_waves.py                 # N = 5, 10, 20
+    python benchmarks/join_waves.py 5 10 20 30      # the sizes to run
+    python benchmarks/join_waves.py --waves-only 40 # skip the one-at-a-time baseline
+"""
+
+import concurrent.futures
+import itertools
+import json
+import os
+import pathlib
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIZES_ENV = "EOS_BENCH_JOIN_SIZES"
+FLOWS_ENV = "EOS_BENCH_JOIN_FLOWS"
+RESULTS_ENV = "EOS_BENCH_JOIN_RESULTS"
+TARGET_SECONDS_FOR_20 = 60
+SETTLE_TIMEOUT = 1800
+
+# The one-at-a-time flow: the single-node steps in order, a rollback when one fails.
+ONE_AT_A_TIME_ORCHESTRATION = """
+{%- set options = salt['pillar.get']('eos_join', {}) %}
+{%- set node = options['node'] %}
+{%- set run = node ~ '-' ~ salt['test.random_hash']()[:16] %}
+{%- set steps = ['start', 'health', 'checkpoint', 'assign', 'configure', 'finish'] %}
+{%- for step in steps %}
+eos_join_{{ step }}:
+  salt.runner:
+    - name: eos_join.{{ step }}
+    - node: {{ node | json }}
+    - run: {{ run | json }}
+{%- if loop.first %}
+    - token: {{ options['token'] | string | json }}
+{%- else %}
+    - require:
+      - salt: eos_join_{{ loop.previtem }}
+{%- endif %}
+{%- endfor %}
+eos_join_rollback:
+  salt.runner:
+    - name: eos_join.rollback
+    - node: {{ node | json }}
+    - run: {{ run | json }}
+    - onfail:
+{%- for step in steps %}
+      - salt: eos_join_{{ step }}
+{%- endfor %}
+"""
+ONE_AT_A_TIME_REACTOR = """
+eos_node_addition_one_at_a_time:
+  runner.state.orchestrate:
+    - args:
+      - mods: one_at_a_time
+      - pillar:
+          eos_join:
+            node: {{ data['id'] | json }}
+            token: {{ (data.get('join_token') or '') | string | json }}
+"""
+
+
+def main(argv):
+    flows = ["waves", "one_at_a_time"]
+    if "--waves-only" in argv:
+        argv = [arg for arg in argv if arg != "--waves-only"]
+        flows = ["waves"]
+    sizes = [int(arg) for arg in argv] or [5, 10, 20]
+    results = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"join-waves-{os.getpid()}.json"
+    env = {
+        SIZES_ENV: ",".join(map(str, sizes)),
+        FLOWS_ENV: ",".join(flows),
+        RESULTS_ENV: str(results),
+    }
+    os.environ.update(env)
+    code = pytest.main(
+        [__file__, "-q", "-s", "-p", "no:cacheprovider", "--rootdir", str(ROOT), "-o", "testpaths="]
+    )
+    if code != 0 or not results.exists():
+        print(f"join_waves: the runs failed (pytest exit {code})")
+        return 1
+    measured = json.loads(results.read_text())
+    results.unlink()
+    return report(measured, sizes, flows)
+
+
+def report(measured, sizes, flows):
+    print("\nN nodes registered at once, until all active (seconds; seconds per node):")
+    header = f"{'N':>4}  " + "  ".join(f"{flow:>24}" for flow in flows)
+    if len(flows) == 2:
+        header += f"  {'one at a time / waves':>22}"
+    print(header)
+    for size in sizes:
+        row = f"{size:>4}  "
+        for flow in flows:
+            seconds = measured[flow][str(size)]
+            row += f"{seconds:>14.1f} ({seconds / size:>5.2f}/node)  "
+        if len(flows) == 2:
+            ratio = measured["one_at_a_time"][str(size)] / measured["waves"][str(size)]
+            row += f"{ratio:>21.1f}x"
+        print(row)
+    per_node = [measured["waves"][str(size)] / size for size in sizes]
+    falling = all(later <= earlier for earlier, later in itertools.pairwise(per_node))
+    ok = falling
+    print(f"waves: seconds per node {'fall' if falling else 'do not fall'} as N grows")
+    if 20 in sizes:
+        twenty = measured["waves"]["20"]
+        met = twenty < TARGET_SECONDS_FOR_20
+        ok = ok and met
+        print(
+            f"waves: 20 nodes all active in {twenty:.1f} s "
+            f"(target < {TARGET_SECONDS_FOR_20} s): {'met' if met else 'MISSED'}"
+        )
+    return 0 if ok else 1
+
+
+# --- the runs, as a pytest module (real daemons through pytest-salt-factories) ---
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config():
+    from saltext.eos import PACKAGE_ROOT
+
+    return {"code_dir": str(PACKAGE_ROOT), "start_timeout": 120}
+
+
+def trees(root):
+    for name in ("states", "pillar"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    (root / "states" / "top.sls").write_text("base:\n  '*':\n    - eos.roles\n")
+    (root / "states" / "one_at_a_time.sls").write_text(ONE_AT_A_TIME_ORCHESTRATION)
+    (root / "states" / "one_at_a_time_reactor.sls").write_text(ONE_AT_A_TIME_REACTOR)
+    (root / "pillar" / "top.sls").write_text("base:\n  '*':\n    - nodes\n")
+    (root / "pillar" / "nodes.sls").write_text(
+        f"eos:\n  config_dir: {root / 'nodes'}/{{{{ grains['id'] }}}}/eos\n"
+    )
+
+
+def master_config(root, flow):
+    from tests.support.cluster import SMALL_CATALOGUE
+    from tests.support.cluster import join_master_block
+
+    block = join_master_block()
+    if flow == "one_at_a_time":
+        block["reactor"] = [
+            (
+                {"eos/cluster/node/*/accepted": ["salt://one_at_a_time_reactor.sls"]}
+                if "eos/cluster/node/*/accepted" in entry
+                else entry
+            )
+            for entry in block["reactor"]
+        ]
+    return {
+        **block,
+        "file_roots": {"base": [str(root / "states")]},
+        "pillar_roots": {"base": [str(root / "pillar")]},
+        "eos": {
+            "accept": {"auto": True},
+            "roles": {"catalog": SMALL_CATALOGUE},
+            "join": {"minion_wait": 300, "lease_wait": SETTLE_TIMEOUT},
+        },
+    }
+
+
+def run_one(salt_factories, root, flow, size):
+    from saltfactories.utils import random_string
+    from tests.support.cluster import minion_overrides
+    from tests.support.cluster import read_registry
+    from tests.support.cluster import started_together
+    from tests.support.cluster import wait_for
+
+    trees(root)
+    master = salt_factories.salt_master_daemon(
+        random_string(f"bench-{flow.replace('_', '-')}-"), overrides=master_config(root, flow)
+    )
+    with master.started():
+        names = [random_string(f"n{size}-{number}-") for number in range(size)]
+        factories = {
+            name: master.salt_minion_daemon(
+                name, overrides=minion_overrides(master, eos={"manage_software": False})
+            )
+            for name in names
+        }
+        with started_together(factories):
+
+            def register(name):
+                return master.salt_cli(timeout=300).run("eos_cluster.register", minion_tgt=name)
+
+            began = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(min(size, 10)) as pool:
+                for ret in pool.map(register, names):
+                    assert ret.returncode == 0, ret
+
+            def all_active():
+                registry = read_registry(master)
+                statuses = [(registry.get(name) or {}).get("status") for name in names]
+                assert "failed" not in statuses, statuses
+                return all(status == "active" for status in statuses)
+
+            wait_for(all_active, f"{size} nodes to be active ({flow})", SETTLE_TIMEOUT, 1)
+            seconds = time.monotonic() - began
+    print(f"\n{flow}: {size} nodes all active {seconds:.1f} s after their registrations")
+    return seconds
+
+
+def test_join_waves_against_one_at_a_time(salt_factories, tmp_path):
+    sizes = [int(size) for size in os.environ[SIZES_ENV].split(",")]
+    flows = os.environ[FLOWS_ENV].split(",")
+    measured = {flow: {} for flow in flows}
+    for size in sizes:
+        for flow in flows:
+            root = tmp_path / f"{flow}-{size}"
+            measured[flow][str(size)] = run_one(salt_factories, root, flow, size)
+    pathlib.Path(os.environ[RESULTS_ENV]).write_text(json.dumps(measured))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
