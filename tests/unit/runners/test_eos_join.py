@@ -15,8 +15,8 @@ from salt.exceptions import SaltInvocationError
 
 from saltext.eos.runners import eos_join
 from saltext.eos.utils import master
-from saltext.eos.utils.cluster import wave
 from saltext.eos.utils.cluster import registry
+from saltext.eos.utils.cluster import wave
 from tests.support.fleet import BIG
 from tests.support.fleet import Fleet
 from tests.support.master import master_opts
