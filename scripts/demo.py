@@ -177,7 +177,9 @@ def join_step(master_conf, minion_id):
     """Where the join of ``minion_id`` stands, as the master records it."""
     joined = salt_json("salt-run", master_conf, "eos_join.status", minion_id)
     if isinstance(joined, dict) and joined.get("step"):
-        return f"join step: {joined['step']}"
+        return f"join step: {joined['step']} (wave {joined.get('wave') or '-'})"
+    if isinstance(joined, dict) and joined.get("status") == "queued":
+        return "queued for the next wave of joins"
     return "no join started yet"
 
 

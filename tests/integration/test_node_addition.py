@@ -3,7 +3,7 @@ Adding nodes end to end: a real master with the package's reactor, orchestration
 and ext_pillar, and three minions that join one after another.
 
 Each minion registers itself (as a node's startup would); the master accepts it by policy,
-the reactor starts orchestrate/node_addition.sls, and highstate (top file ``'*': [eos.roles]``)
+the reactor starts its join (``eos_join.join``), and highstate (top file ``'*': [eos.roles]``)
 configures it. The minions keep their EOS files apart through ``eos:config_dir``, given by
 pillar. The third node first joins with a fault in its pillar (a config dir that cannot be
 created), which fails its role state: the join is rolled back, then retried after the fix.
@@ -292,10 +292,10 @@ def test_forged_accepted_events_for_an_active_node_change_nothing(
     ret = salt_cli.run("eos_forge.batch", events=forged, minion_tgt=alpha)
     assert ret.returncode == 0, ret
 
-    # Each forged event starts an orchestration, which must stop at its first step.
+    # Each forged event starts a join, which must stop before it queues the node.
     wait_for(
-        lambda: len(orchestrations(event_listener, master, since)) >= len(forged),
-        "the reactor's orchestrations of the forged events",
+        lambda: len(reactor_joins(event_listener, master, since)) >= len(forged),
+        "the reactor's joins of the forged events",
         timeout=120,
         interval=1,
     )
@@ -307,15 +307,10 @@ def test_forged_accepted_events_for_an_active_node_change_nothing(
     assert run_ok(salt_run_cli, "eos_join.status")["lease"] is None
 
 
-def orchestrations(event_listener, master, since):
-    """The returns of node_addition orchestrations started by the reactor since ``since``."""
+def reactor_joins(event_listener, master, since):
+    """The returns of the joins the reactor started since ``since``."""
     events = event_listener.get_events([(master.id, "salt/run/*/ret")], after_time=since)
-    return [
-        event.data
-        for event in events
-        if event.data.get("fun") == "runner.state.orchestrate"
-        and "node_addition" in str(event.data.get("fun_args"))
-    ]
+    return [event.data for event in events if event.data.get("fun") == "runner.eos_join.join"]
 
 
 def test_two_nodes_joining_together_join_in_one_wave_and_every_node_becomes_medium(

@@ -124,3 +124,23 @@ def test_a_registration_within_the_skew_is_recorded(opts, salt_keys):
     assert answer["registered"] is True
     assert answer["status"] == "accepted"  # the first node of a new cluster
     assert stored_ids(opts) == ["web-1"]
+
+
+def test_an_accepted_event_calls_the_join_runner_with_its_token(tmp_path):
+    # The runner itself, not state.orchestrate: orchestrations started together in the
+    # reactor's threads can fail while loading grains, and leave their node never joined.
+    rendered = reaction(
+        "eos/cluster/node/web-3/accepted",
+        {"id": "web-3", "status": "accepted", "join_token": "t0ken"},
+        tmp_path,
+    )
+    (state,) = rendered.values()
+    (args,) = state["runner.eos_join.join"]
+    assert {key: value for arg in args["args"] for key, value in arg.items()} == {
+        "node": "web-3",
+        "token": "t0ken",
+    }
+    forged = reaction("eos/cluster/node/web-3/accepted", {"id": "web-3"}, tmp_path)
+    (state,) = forged.values()
+    (args,) = state["runner.eos_join.join"]
+    assert {"token": ""} in args["args"]  # no token: the runner refuses it

@@ -20,11 +20,15 @@
     eos/cluster/register   the registration data['data'] of data['id'], the minion id Salt
                            authenticated; the runner also checks the payload's signature
     eos/cluster/node/<id>/accepted
-                           orchestrate/node_addition.sls for data['id'] with the event's
-                           join_token; its first step goes on only when the registry holds
-                           that token for the node's current acceptance, and uses it up:
-                           a minion can forge this event (a batched _minion_event is fired
-                           as written), but not the token
+                           the runner eos_join.join for data['id'] with the event's
+                           join_token (what orchestrate/node_addition.sls runs by hand): it
+                           queues the node for a wave only when the registry holds that
+                           token for the node's current acceptance, and uses it up: a minion
+                           can forge this event (a batched _minion_event is fired as
+                           written), but not the token. The runner is called directly, not
+                           through state.orchestrate: Salt's orchestrations started together
+                           in the reactor's threads load grains at once, and one of them can
+                           fail with a KeyError before it runs anything.
 -#}
 {%- if tag == 'salt/auth' and data.get('act') == 'pend' and data.get('id') %}
 eos_cluster_pending_key:
@@ -40,11 +44,8 @@ eos_cluster_register:
       - payload: {{ data.get('data') | json }}
 {%- elif tag.startswith('eos/cluster/node/') and tag.endswith('/accepted') and data.get('id') %}
 eos_node_addition:
-  runner.state.orchestrate:
+  runner.eos_join.join:
     - args:
-      - mods: eos.orchestrate.node_addition
-      - pillar:
-          eos_join:
-            node: {{ data['id'] | json }}
-            token: {{ (data.get('join_token') or '') | string | json }}
+      - node: {{ data['id'] | json }}
+      - token: {{ (data.get('join_token') or '') | string | json }}
 {%- endif %}

@@ -1,15 +1,14 @@
 """
-Adding nodes to the EOS cluster, in waves: ``join``, which ``orchestrate/node_addition.sls``
-calls, and the single-node steps.
+Adding nodes to the EOS cluster, in waves: ``join``, and the single-node steps.
 
-The orchestration starts when a node is accepted (``eos/cluster/node/<id>/accepted``, see
-``reactor/node_join.sls``) and calls ``join`` for that node. The nodes accepted together join
-together: the first run takes the join lease, gathers until no node was queued for
-``wave_seconds`` (six such windows at most), and joins them all as one wave (one health
-pass, one placement, one checkpoint of each node it touches, one batched state run), then the
-nodes accepted meanwhile as the next wave; every other run returns at once. A node that
-fails its health, checkpoint or states is rolled back and failed alone; the rest of its wave
-goes on. ``saltext.eos.utils.cluster.wave`` documents the rule.
+The reactor calls ``join`` when a node is accepted (``eos/cluster/node/<id>/accepted``, see
+``reactor/node_join.sls``); ``orchestrate/node_addition.sls`` calls it for a join by hand.
+The nodes accepted together join together: the first run takes the join lease, gathers
+until no node was queued for ``wave_seconds`` (six such windows at most), and joins them all
+as one wave (one health pass, one placement, one checkpoint of each node it touches, one
+batched state run), then the nodes accepted meanwhile as the next wave; every other run
+returns at once. A node that fails its health, checkpoint or states is rolled back and failed
+alone; the rest of its wave goes on. ``saltext.eos.utils.cluster.wave`` documents the rule.
 
 The steps of a single join, for an operator adding one node by hand: ``start`` (join lease and
 master checkpoint), ``health``, ``checkpoint`` (on the minions), ``assign`` (roles),
@@ -47,6 +46,7 @@ Events:
 """
 
 import logging
+import secrets
 
 from salt.exceptions import SaltInvocationError
 
@@ -63,7 +63,7 @@ def __virtual__():
     return __virtualname__
 
 
-def join(node, run, token=None):
+def join(node, run=None, token=None):
     """
     Join ``node`` in a wave: queued for the wave that runs, or, when none runs, the waves this
     call leads (it gathers first, until no node was queued for ``wave_seconds``).
@@ -75,12 +75,14 @@ def join(node, run, token=None):
         salt-run eos_join.join web-3 run=manual-1
 
     ``node`` is an accepted (or active) node, ``run`` a token naming this call (the waves it
-    leads are named after it), ``token`` the accepted event's ``join_token``, as for
-    ``start``. Returns ``queued`` and ``wave_run`` (the run of the wave that takes the node),
-    or ``led``: for each wave this call ran, its nodes, the ones active and the ones failed
-    (with the step and the error).
+    leads are named after it; made up when not given), ``token`` the accepted event's
+    ``join_token``, as for ``start``. Returns ``queued`` and ``wave_run`` (the run of the wave
+    that takes the node), or ``led``: for each wave this call ran, its nodes, the ones active
+    and the ones failed (with the step and the error).
     """
     _check_node(node)
+    if run is None:
+        run = f"{node}-{secrets.token_hex(8)}"
     _check_run(run)
     flow = _flow()
     with errors.salt_errors(f"join of {node}", failure_errors=(errors.EosError,)):
