@@ -9,12 +9,12 @@ highstate waits while its hold file exists, which keeps a wave in its configure 
 long as the last test needs it there. Tests build on each other, in file order.
 """
 
-import concurrent.futures
 import itertools
 import time
 
 import pytest
 import salt.cache
+import salt.client
 import salt.utils.yaml
 from saltfactories.utils import random_string
 
@@ -117,13 +117,21 @@ def fleet(master, names):
 
 
 def register_together(master, minion_ids):
-    # One CLI each: a CLI object runs one process at a time.
-    def register(minion_id):
-        return master.salt_cli(timeout=180).run("eos_cluster.register", minion_tgt=minion_id)
-
-    with concurrent.futures.ThreadPoolExecutor(len(minion_ids)) as pool:
-        for ret in pool.map(register, minion_ids):
-            assert ret.returncode == 0, ret
+    """
+    ``eos_cluster.register`` on every minion in one publish, as machines racked together
+    register within moments of each other (a CLI process per minion would spread them out
+    by the time two cores take to start them).
+    """
+    with salt.client.get_local_client(mopts=master.config) as client:
+        answers = client.cmd(
+            list(minion_ids), "eos_cluster.register", tgt_type="list", timeout=180, full_return=True
+        )
+    for minion_id in minion_ids:
+        answer = answers.get(minion_id) or {}
+        assert not answer.get("retcode") and (answer.get("ret") or {}).get("sent"), (
+            minion_id,
+            answer,
+        )
 
 
 def settled(master, minion_ids):

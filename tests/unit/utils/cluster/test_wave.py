@@ -411,3 +411,24 @@ def test_a_wave_longer_than_its_lease_keeps_it_between_state_batches(reg, fleet,
 
     assert looked == [None, None, None]  # never found expired: nothing taken over
     assert led["active"] == EIGHT
+
+
+def test_nodes_queued_for_the_next_wave_are_not_touched_by_this_one(reg, fleet, waves):
+    tokens = accepted(reg, "n1", "n2")
+    late = {}
+
+    def accept_during_the_health_pass():
+        late.update(accepted(reg, "n3"))
+
+    fleet.during["eos_cluster.register"] = accept_during_the_health_pass
+    queue_all(waves, reg, {"n2": tokens["n2"]})
+
+    (led,) = waves.join("n1", "run-n1", token=tokens["n1"])["led"]
+
+    # n3, accepted meanwhile (its own join not started yet), was neither checkpointed nor
+    # configured, though this first wave of the cluster configured every member it had.
+    assert led["active"] == ["n1", "n2"]
+    assert "n3" in late
+    touched = {node for fun, targets in fleet.batches if fun != "test.ping" for node in targets}
+    assert touched == {"n1", "n2"}, fleet.batches
+    assert reg.get("n3")["status"] == "accepted" and reg.get("n3")["roles"] == []

@@ -383,12 +383,23 @@ class Waves:
     def _touched(self, wave, solved, configured_for):
         """The nodes ``solved`` would configure: wave, changed, dependents; all on a new scale."""
         changes = self._changes(solved)
-        reachable = set(self.flow.reachable_members())
+        reachable = self._reachable(wave)
         touched = {*wave["joining"], *changes}
         touched |= set(joins.dependents(changes, solved["assignments"]))
         if self.registry.summary()["scale"] != configured_for:
             touched |= reachable
         return sorted(touched & (reachable | set(wave["joining"])))
+
+    def _reachable(self, wave):
+        """
+        The members the master can talk to, and the wave's nodes: not the accepted nodes
+        queued for a later wave, which this one neither places nor configures.
+        """
+        return {
+            record["id"]
+            for record in self.flow.placement_members(wave["joining"])
+            if record["status"] in registry.REACHABLE_STATUSES
+        }
 
     def _changes(self, solved):
         """
@@ -432,7 +443,7 @@ class Waves:
         WaveFailed when a member that was already in the cluster failed.
         """
         flow = self.flow
-        reachable = set(flow.reachable_members())
+        reachable = self._reachable(wave)
         joining = set(wave["joining"])
         changed = set(changes)
         targets = sorted((joining | changed) & (reachable | joining))
