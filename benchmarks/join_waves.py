@@ -218,7 +218,7 @@ def run_one(salt_factories, root, flow, size):
             # One publish to every node at once, as machines racked together register
             # within moments of each other (a CLI per node would time the CLIs).
             began = time.monotonic()
-            with salt.client.get_local_client(mopts=master.config) as client:
+            with salt.client.get_local_client(mopts=master.config.copy()) as client:
                 answers = client.cmd(
                     names, "eos_cluster.register", tgt_type="list", timeout=300, full_return=True
                 )

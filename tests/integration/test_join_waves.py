@@ -122,7 +122,7 @@ def register_together(master, minion_ids):
     register within moments of each other (a CLI process per minion would spread them out
     by the time two cores take to start them).
     """
-    with salt.client.get_local_client(mopts=master.config) as client:
+    with salt.client.get_local_client(mopts=master.config.copy()) as client:
         answers = client.cmd(
             list(minion_ids), "eos_cluster.register", tgt_type="list", timeout=180, full_return=True
         )
