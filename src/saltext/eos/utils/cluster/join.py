@@ -1,8 +1,8 @@
 """
 Adding a node to the cluster, step by step, with a checkpoint and a rollback.
 
-The orchestration ``orchestrate/node_addition.sls`` runs these steps (through the
-``eos_join`` runner) for one node, each step a function here:
+Accepted nodes join in waves (``cluster.wave``, built from this flow's pieces); these steps
+join one node by hand, each a function here, called through the ``eos_join`` runner:
 
 ``start``
     take the cluster's join lease (one join at a time: joins that arrive together wait their
@@ -86,7 +86,7 @@ DEFAULTS = {
     # highstate (eos.roles on nodes no top file targets), or an SLS name such as eos.roles
     "state": HIGHSTATE,
     "state_timeout": 900,
-    # seconds a wave waits, once its lease is taken, for more accepted nodes to join it
+    # a wave gathers until no node was queued for this long (cluster.wave.GATHER_WINDOWS at most)
     "wave_seconds": 5,
     # nodes one state call configures at once; a wave of 1,000 runs them in these batches
     "batch": 20,
