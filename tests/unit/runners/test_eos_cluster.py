@@ -223,6 +223,28 @@ def test_a_pending_key_under_the_auto_policy_is_accepted_with_its_key(opts, cach
     assert key_states(opts) == {"web-2": "accepted"}
 
 
+def test_a_key_salt_put_back_in_pending_after_its_acceptance_is_accepted_again(
+    opts, cache, bus, keypair
+):
+    # Two first authentications at once: the later one stores the key as pending again after
+    # the policy accepted it, and its minion would wait for a key nobody accepts.
+    opts["eos"] = {"accept": "auto"}
+    member(cache, "first")
+    give_key(opts, "web-2", "pending", keypair[1])
+    eos_cluster.register("web-2", pending_key=True)
+    pathlib.Path(opts["pki_dir"], KEY_DIRS["accepted"], "web-2").unlink()
+    give_key(opts, "web-2", "pending", keypair[1])
+
+    answer = eos_cluster.register("web-2", pending_key=True)
+
+    assert answer["status"] == "accepted"
+    assert answer["transitions"] == []
+    assert answer["key"] == "accepted (was pending)"
+    assert key_states(opts) == {"web-2": "accepted"}
+    accepted = [tag for tag in bus.node_tags() if tag.endswith("/accepted")]
+    assert accepted == [NODE_EVENT.format(id="web-2", status="accepted")]  # no second join
+
+
 def test_a_registry_emptied_by_removal_is_not_a_new_cluster(opts, cache, keypair):
     give_key(opts, "web-1", "pending", keypair[1])
     eos_cluster.register("web-1", pending_key=True)  # the first node: accepted

@@ -97,7 +97,9 @@ def register(node_id=None, payload=None, pending_key=False):
         ``eos:registration:max_clock_skew_seconds`` (300) ahead of the master's clock is
         refused, logged and leaves the registry unchanged.
     pending_key
-        True: node_id has a pending Salt key; create its pending record.
+        True: node_id has a pending Salt key; create its pending record. The pending key of a
+        node already accepted (Salt can put a just accepted key back in pending when two
+        first authentications race) is accepted again if the policy accepts the node.
 
     Returns ``{id, registered, status, transitions, comment}``.
     """
@@ -127,7 +129,7 @@ def register(node_id=None, payload=None, pending_key=False):
             outcome = _apply(reg, reg.register, node_id, registration, policy, _grains_match)
         except registry.ClockSkew as err:
             return _refused(node_id, str(err))
-    key = _accept_key(node_id) if "accepted" in outcome.transitions else None
+    key = _accept_key(node_id) if "accepted" in outcome.transitions or outcome.accept_key else None
     return {**_report(outcome), "registered": True, **({"key": key} if key else {})}
 
 

@@ -618,6 +618,34 @@ def test_a_pending_key_of_a_member_does_not_demote_it(reg):
     assert reg.get("first")["status"] == "accepted"
 
 
+def test_a_pending_key_of_an_accepted_node_is_accepted_again_under_the_policy(reg, events):
+    # Salt lost the acceptance (two first authentications raced): the node has not joined
+    # yet, so the policy that accepted it accepts its key again, without a new acceptance.
+    bootstrap(reg)
+    reg.note_pending_key("new", AUTO, never_matches)
+    token = reg.get("new")["join_token"]
+    outcome = reg.note_pending_key("new", AUTO, never_matches)
+    assert outcome.accept_key is True
+    assert outcome.transitions == []
+    assert reg.get("new")["join_token"] == token
+    assert events.count(("new", "accepted")) == 1
+
+
+def test_a_pending_key_of_an_accepted_node_waits_under_a_manual_policy(reg):
+    bootstrap(reg)
+    reg.note_pending_key("new", AUTO, never_matches)
+    assert reg.note_pending_key("new", MANUAL, never_matches).accept_key is False
+
+
+def test_a_pending_key_of_an_active_member_waits_for_the_operator(reg):
+    # A member's key pending again is a key rotation: never accepted by itself.
+    bootstrap(reg)
+    reg.set_status("first", "active", "up")
+    outcome = reg.note_pending_key("first", AUTO, never_matches)
+    assert outcome.accept_key is False
+    assert reg.get("first")["status"] == "active"
+
+
 def test_the_auto_policy_accepts_a_pending_key(reg):
     bootstrap(reg)
     outcome = reg.note_pending_key("new", AUTO, never_matches)

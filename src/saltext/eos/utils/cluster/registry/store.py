@@ -169,6 +169,8 @@ class Outcome:
     record: dict | None
     transitions: list = field(default_factory=list)
     note: str = ""
+    # The node's Salt key must be accepted (again), whether or not its status changed.
+    accept_key: bool = False
 
     @property
     def changed(self):
@@ -282,11 +284,28 @@ class Registry:
             if record is not None:
                 record["last_seen"] = formatting.timestamp(now)
                 self._store(record)
-                return Outcome(record, note=f"already known as {record['status']}")
+                return Outcome(
+                    record,
+                    note=f"already known as {record['status']}",
+                    accept_key=self._key_lost_acceptance(record, policy, matches),
+                )
             record = new_record(node_id, formatting.timestamp(now))
             transitions = self._create(record, "its Salt key is pending", now)
             transitions += self._apply_policy(record, policy, matches, now)
         return self._announce(Outcome(record, transitions))
+
+    @staticmethod
+    def _key_lost_acceptance(record, policy, matches):
+        """
+        Whether the pending key of an ``accepted`` node is accepted again. Salt can lose an
+        acceptance: two first authentications at once both find no key, and the later one
+        stores the key as pending after the policy accepted it. The node has not joined
+        yet, so the policy that accepted it decides again, as it would for a new node; a
+        member's pending key (a key rotation) waits for the operator.
+        """
+        if record["status"] != "accepted":
+            return False
+        return decide(policy, record, False, matches).accept
 
     def register(self, node_id, registration, policy, matches):
         """
