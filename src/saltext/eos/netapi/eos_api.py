@@ -3,9 +3,13 @@ REST API for the EOS cluster: a salt-api netapi module serving JSON under ``/api
 
 salt-api starts it like ``rest_cherrypy``, on the master, with the master's configuration.
 Callers log in with Salt's eauth (any backend: pam, file, ldap, ...) or bring a Salt token
-issued by salt-api, and every endpoint runs a runner under that token, so the master's
-``external_auth`` permissions decide who may do what. docs/api.md lists every endpoint and
-the runner each one needs; the OpenAPI 3 document is served at ``/api/v1/openapi.json``.
+issued by salt-api. Every endpoint stands for a runner, so the master's ``external_auth``
+permissions decide who may do what: writes run that runner under the caller's token; reads
+(``/cluster/info``, ``/nodes``, ``/nodes/{id}``, ``/storage/report``) check the same
+permission, then read the registry and the mine from Salt's cache in this process, with an
+``ETag`` a poller sends back as ``If-None-Match`` for a 304. docs/api.md lists every
+endpoint and the runner each one needs; the OpenAPI 3 document is served at
+``/api/v1/openapi.json``.
 
 Master configuration. The module loads only when ``eos_api`` is set (``eos_api: {}`` takes
 every default shown):
@@ -19,7 +23,7 @@ every default shown):
       ssl_key: /etc/pki/tls/private/eos-api.key
       max_body_bytes: 1048576     # larger request bodies get 413
       runner_timeout: 120         # seconds to wait for a runner before 504
-      threads: 4                  # requests served at once
+      threads: 4                  # registry reads, and runner calls, served at once (each)
       allow_plain_http: false     # true: plain HTTP on a non-loopback host (behind a TLS proxy)
       login_failures: 5           # failed logins per client address or user name ...
       login_window: 300           # ... within these seconds, then 429 until they are older
@@ -79,10 +83,13 @@ import salt.cache
 import salt.exceptions
 import salt.netapi
 import salt.utils.event
+import salt.utils.mine
+import salt.utils.minions
 import tornado.httpserver
 import tornado.web
 
 from saltext.eos.utils import api
+from saltext.eos.utils import config
 from saltext.eos.utils.cluster import registry
 
 log = logging.getLogger(__name__)
@@ -96,6 +103,10 @@ IDLE_CONNECTION_SECONDS = 120
 # out: closing on unread data makes the kernel reset the connection, and the client would
 # lose the answer. A larger one is cut off at once.
 DRAIN_FACTOR = 4
+# Workers of the pools that are not ``eos_api:threads`` wide: health and the document are
+# quick, and logins wait for eauth, which may hold a failed one for seconds.
+LIVENESS_THREADS = 2
+LOGIN_THREADS = 2
 
 
 def __virtual__():
@@ -131,7 +142,7 @@ def start():
     backend = SaltBackend(__opts__, settings.runner_timeout)
     throttle = api.LoginThrottle(settings.login_failures, settings.login_window)
     service = api.Api(backend, settings.max_body_bytes, document, throttle, settings.webhook_eauth)
-    asyncio.run(_serve(service, settings, ssl_context))
+    asyncio.run(_serve(service, settings, ssl_context, warm=backend.snapshot))
 
 
 def _ssl_context(settings):
@@ -142,14 +153,36 @@ def _ssl_context(settings):
     return context
 
 
-async def _serve(service, settings, ssl_context, stop=None):
-    """Serve until ``stop`` (an asyncio.Event) is set; salt-api ends the process instead."""
-    # Salt's clients block (eauth, the master's request channel): they run on worker threads.
-    executor = concurrent.futures.ThreadPoolExecutor(
-        max_workers=settings.threads, thread_name_prefix="eos_api"
-    )
+def _pools(settings):
+    """
+    The worker pools by ``Route.pool``. Salt's clients block (eauth, the master's request
+    channel), so requests run on worker threads, each kind in a pool of its own: health never
+    waits behind a read, a read or a bad token never behind a runner job.
+    """
+    sizes = {
+        "liveness": LIVENESS_THREADS,
+        "login": LOGIN_THREADS,
+        "read": settings.threads,
+        "runner": settings.threads,
+    }
+    return {
+        name: concurrent.futures.ThreadPoolExecutor(
+            max_workers=size, thread_name_prefix=f"eos_api_{name}"
+        )
+        for name, size in sizes.items()
+    }
+
+
+async def _serve(service, settings, ssl_context, stop=None, warm=None):
+    """
+    Serve until ``stop`` (an asyncio.Event) is set; salt-api ends the process instead.
+    ``warm``: run once on a read worker at the start (the first read of the registry).
+    """
+    pools = _pools(settings)
+    if warm is not None:
+        pools["read"].submit(_warm, warm)
     application = tornado.web.Application(
-        [(r".*", RequestHandler, {"service": service, "executor": executor})]
+        [(r".*", RequestHandler, {"service": service, "pools": pools})]
     )
     server = tornado.httpserver.HTTPServer(
         application,
@@ -165,7 +198,16 @@ async def _serve(service, settings, ssl_context, stop=None):
         await (stop or asyncio.Event()).wait()
     finally:
         server.stop()
-        executor.shutdown(wait=False, cancel_futures=True)
+        for pool in pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _warm(read):
+    try:
+        read()
+    except Exception as err:
+        # The first request reads it again, and answers the error to its caller.
+        log.warning("eos_api: the first read of the registry failed: %s", err)
 
 
 @tornado.web.stream_request_body
@@ -174,9 +216,9 @@ class RequestHandler(tornado.web.RequestHandler):
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
 
-    def initialize(self, service, executor):
+    def initialize(self, service, pools):
         self.service = service
-        self.executor = executor
+        self.pools = pools
         self.body = bytearray()
         self.refused = None
 
@@ -217,19 +259,46 @@ class RequestHandler(tornado.web.RequestHandler):
             self.respond(throttled)
             return
         loop = asyncio.get_running_loop()
-        self.respond(await loop.run_in_executor(self.executor, self.service.handle, request))
+        pool = self.service.pool_of(request)
+        if pool == "liveness":
+            self.respond(await loop.run_in_executor(self.pools[pool], self.service.handle, request))
+            return
+        # Authentication and the checks on a read worker: a bad token is refused at once.
+        route, prepared = await loop.run_in_executor(
+            self.pools["read"], self.service.prepare, request
+        )
+        if route is None:
+            self.respond(prepared)
+            return
+        self.respond(
+            await loop.run_in_executor(
+                self.pools[self.service.pool_for(route, prepared)],
+                self.service.run,
+                route,
+                prepared,
+                request,
+            )
+        )
 
     get = head = post = delete = patch = put = options = serve
 
     def respond(self, response):
         self.set_status(response.status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")  # the reads that may be kept say so
+        self.set_header("X-Content-Type-Options", "nosniff")
         for name, value in response.headers.items():
             self.set_header(name, value)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
         self.clear_header("Server")
-        self.finish(b"" if self.request.method == "HEAD" else response.encode())
+        if response.status == 304 or self.request.method == "HEAD":
+            self.finish()
+            return
+        self.finish(response.encode())
+
+    def compute_etag(self):
+        # The Api tags what it reads from the registry; tornado's body hash would tag the
+        # rest, and only after building a body a 304 would have spared.
+        return None
 
     def write_error(self, status_code, **kwargs):
         # tornado's own refusals (an unknown method, a failure outside the Api) get the API's
@@ -245,6 +314,8 @@ class SaltBackend:
         self.opts = opts
         self.runner_timeout = runner_timeout
         self.local = threading.local()
+        self.view = None  # the registry's RegistryView, made by the first read
+        self.view_lock = threading.Lock()
 
     def _clients(self):
         # One set per worker thread: Salt's clients hold loaders and sockets of their own.
@@ -321,6 +392,39 @@ class SaltBackend:
 
     def logout(self, token):
         self._clients().loadauth.rm_token(token)
+
+    def snapshot(self):
+        """The registry as it is now (``registry.Snapshot``), read in this process."""
+        with self.view_lock:
+            if self.view is None:
+                self.view = registry.RegistryView(registry.open_registry(self.opts))
+        return self.view.snapshot()
+
+    def cluster_settings(self):
+        """(the acceptance policy's description, the scale boundaries): this master's config."""
+        layers = config.Layers.from_salt(self.opts)
+        boundaries = registry.scale_boundaries(layers)
+        return registry.acceptance_policy(layers).describe(), boundaries
+
+    def mine(self, fun):
+        """
+        {minion: data} of ``fun`` in the mine of every minion with an accepted key, read from
+        the master's cache as the ``mine.get`` runner reads it. An entry a minion restricted
+        to some targets (``allow_tgt``) is left out: the API is none of them.
+        """
+        if not hasattr(self.local, "minions"):
+            self.local.minions = salt.utils.minions.CkMinions(self.opts)
+            self.local.cache = salt.cache.factory(self.opts)
+        found = {}
+        for minion in self.local.minions.check_minions("*", "glob", greedy=False)["minions"]:
+            entry = (self.local.cache.fetch("mine", minion) or {}).get(fun)
+            if isinstance(entry, dict) and salt.utils.mine.MINE_ITEM_ACL_ID in entry:
+                if "allow_tgt" in entry:
+                    continue
+                entry = entry[salt.utils.mine.MINE_ITEM_ACL_DATA]
+            if entry is not None:
+                found[minion] = entry
+        return found
 
     def master_running(self):
         # salt-api's own test: the master's sockets exist.

@@ -391,19 +391,7 @@ def info(recount=False):
     """
     reg = _registry()
     summary = reg.rebuild_summary() if recount else reg.summary()
-    return {
-        "cluster_id": summary["cluster_id"],
-        "created_at": summary["created_at"],
-        "node_count": summary["node_count"],
-        "scale": summary["scale"],
-        "profile": registry.scale_profile(summary["scale"]),
-        "nodes": summary["counts"],
-        "roles": summary["roles"],
-        "assignment_version": summary["assignment_version"],
-        "first_node": summary["first_node"],
-        "accept": _policy().describe(),
-        "scale_boundaries": reg.boundaries,
-    }
+    return registry.cluster_info(summary, _policy().describe(), reg.boundaries)
 
 
 # --- registry, policy and events ---------------------------------------------------------------

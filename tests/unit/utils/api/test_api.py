@@ -29,6 +29,7 @@ from saltext.eos.utils import api
 from saltext.eos.utils import errors
 from saltext.eos.utils.api import service as service_module
 from saltext.eos.utils.cluster import registry
+from tests.support.memory_cache import MemoryCache
 
 ADMIN_TOKEN = "a" * 40
 READER_TOKEN = "b" * 40
@@ -67,7 +68,11 @@ def raised(fun, name, message):
 
 
 class FakeBackend:
-    """Salt as the Api sees it: two users, runners answering from ``answers``."""
+    """
+    Salt as the Api sees it: two users, runners answering from ``answers``, a registry in
+    memory read through the registry's own view (``seed`` writes records as a master would),
+    the mine's data in ``mine_data``.
+    """
 
     def __init__(self):
         self.sessions = {
@@ -83,6 +88,11 @@ class FakeBackend:
         self.registry = "ok"
         self.fired = []
         self.eauth_logins = []
+        self.cache = MemoryCache()
+        self.writer = registry.Registry(self.cache)
+        self.view = registry.RegistryView(registry.Registry(self.cache))
+        self.mine_data = {}
+        self.mine_reads = []
 
     def login(self, username, password, eauth):
         self.logins.append(username)
@@ -125,6 +135,23 @@ class FakeBackend:
 
     def registry_state(self):
         return self.registry
+
+    def snapshot(self):
+        return self.view.snapshot()
+
+    def cluster_settings(self):
+        return "manual", dict(registry.SCALE_STARTS)
+
+    def mine(self, fun):
+        self.mine_reads.append(fun)
+        return self.mine_data
+
+    def seed(self, *records):
+        """Store records as the master's runners do: under the registry's journalled lock."""
+        with self.writer.lock:
+            for record in records:
+                self.writer.lock.touch(record["id"])
+                self.cache.store(registry.NODES_BANK, record["id"], record)
 
 
 @pytest.fixture
@@ -550,9 +577,10 @@ def test_reader_is_403_for_accept_and_nothing_runs(service, backend):
 
 
 def test_reader_may_read(service, backend):
-    backend.answers["eos_cluster.nodes"] = ok([{"id": "n1", "status": "pending"}])
+    backend.seed({"id": "n1", "status": "pending"})
     assert send(service, "GET", "/cluster/info", token=READER_TOKEN).status == 200
     assert send(service, "GET", "/nodes/n1", token=READER_TOKEN).status == 200
+    assert backend.calls == [], "reads run no runner"
 
 
 def test_the_master_refusing_after_the_check_is_403(service, backend):
@@ -560,7 +588,7 @@ def test_the_master_refusing_after_the_check_is_403(service, backend):
         raise EauthAuthenticationError('Authentication failure of type "token" occurred.')
 
     backend.answers["eos_cluster.info"] = refuse
-    assert send(service, "GET", "/cluster/info").status == 403
+    assert send(service, "GET", "/cluster/info", query={"recount": ["true"]}).status == 403
 
 
 # --- request bodies ----------------------------------------------------------------------------
@@ -737,11 +765,17 @@ def test_routes_without_parameters_refuse_them(service):
 
 def test_nodes_are_paged(service, backend):
     records = [{"id": f"n{i}", "status": "pending"} for i in range(5)]
-    backend.answers["eos_cluster.nodes"] = ok(records)
+    backend.seed(*records, {"id": "m0", "status": "active"})
     query = {"status": ["pending"], "limit": ["2"], "offset": ["1"]}
     data = data_of(send(service, "GET", "/nodes", query=query))
+    cursor = data.pop("next_cursor")
     assert data == {"nodes": records[1:3], "total": 5, "offset": 1, "limit": 2}
-    assert backend.calls == [("eos_cluster.nodes", {"status": "pending"})]
+    following = data_of(
+        send(service, "GET", "/nodes", query={"status": ["pending"], "cursor": [cursor]})
+    )
+    assert following["nodes"] == records[3:]
+    assert following["next_cursor"] is None
+    assert backend.calls == []
 
 
 def test_recount_is_passed_to_info(service, backend):
@@ -778,7 +812,7 @@ def test_the_status_of_a_runner_error_follows_its_type_not_its_wording(
 
 
 def test_unknown_node_in_the_list_is_404(service, backend):
-    backend.answers["eos_cluster.nodes"] = ok([{"id": "n1", "status": "pending"}])
+    backend.seed({"id": "n1", "status": "pending"})
     response = send(service, "GET", "/nodes/ghost")
     assert response.status == 404
     assert "ghost" in error_of(response)["message"]
@@ -823,7 +857,7 @@ def test_a_configuration_error_is_500_with_its_message(service, backend):
     backend.answers["eos_cluster.info"] = raised(
         "eos_cluster.info", "salt.exceptions.CommandExecutionError", message
     )
-    response = send(service, "GET", "/cluster/info")
+    response = send(service, "GET", "/cluster/info", query={"recount": ["true"]})
     assert response.status == 500
     assert error_of(response)["message"] == message
 
@@ -832,7 +866,7 @@ def test_a_runner_crash_is_500_without_its_traceback(service, backend):
     backend.answers["eos_cluster.info"] = raised(
         "eos_cluster.info", "AttributeError", "module has no attribute 'secret_path'"
     )
-    response = send(service, "GET", "/cluster/info")
+    response = send(service, "GET", "/cluster/info", query={"recount": ["true"]})
     assert response.status == 500
     text = response.encode().decode()
     assert "Traceback" not in text
@@ -869,7 +903,7 @@ def test_the_master_not_answering(service, backend, exception, status):
         raise exception("/var/run/salt/master/workers.ipc: no such file")
 
     backend.answers["eos_cluster.info"] = fail
-    response = send(service, "GET", "/cluster/info")
+    response = send(service, "GET", "/cluster/info", query={"recount": ["true"]})
     assert response.status == status
     assert "workers.ipc" not in error_of(response)["message"]
 
@@ -896,7 +930,7 @@ def test_an_unexpected_failure_is_500_with_an_incident_id(service, backend, capl
         raise RuntimeError("connection to /secret/socket lost")
 
     backend.answers["eos_cluster.info"] = fail
-    response = send(service, "GET", "/cluster/info")
+    response = send(service, "GET", "/cluster/info", query={"recount": ["true"]})
     assert response.status == 500
     message = error_of(response)["message"]
     assert "incident" in message
@@ -938,17 +972,25 @@ def test_openapi_is_served_without_an_envelope(service):
 
 
 def test_storage_report_from_the_mine(service, backend):
-    backend.answers["mine.get"] = ok({"n1": {"/": {"level": "none"}}, "n2": "analyze failed"})
+    backend.mine_data = {"n1": {"/": {"level": "none"}}, "n2": "analyze failed"}
     data = data_of(send(service, "GET", "/storage/report"))
     assert data == {
         "source": "mine",
         "nodes": {"n1": {"jid": None, "mounts": {"/": {"level": "none"}}}},
     }
-    assert backend.calls == [("mine.get", {"tgt": "*", "fun": "eos_storage.analyze"})]
+    assert backend.mine_reads == ["eos_storage.analyze"]
+    assert backend.calls == [], "the mine is read in process, not by a runner"
+
+
+def test_storage_report_needs_the_mine_runner_permission(service, backend):
+    backend.mine_data = {"n1": {"/": {"level": "none"}}}
+    response = send(service, "GET", "/storage/report", token=READER_TOKEN)
+    assert response.status == 403
+    assert "mine.get" in error_of(response)["message"]
+    assert backend.mine_reads == []
 
 
 def test_storage_report_falls_back_to_the_newest_jobs(service, backend):
-    backend.answers["mine.get"] = ok({})
     backend.answers["jobs.list_jobs"] = ok({"20240101000000000001": {}, "20240102000000000001": {}})
     returns = {
         "20240102000000000001": {"n1": {"/": {"usage_percent": 2}}},
@@ -966,11 +1008,10 @@ def test_storage_report_falls_back_to_the_newest_jobs(service, backend):
 
 def test_storage_report_without_job_cache_permission(service, backend):
     backend.sessions[READER_TOKEN]["perms"].append("mine.get")
-    backend.answers["mine.get"] = ok({})
     data = data_of(send(service, "GET", "/storage/report", token=READER_TOKEN))
     assert data["source"] == "none"
     assert "jobs.list_jobs" in data["note"]
-    assert [fun for fun, _ in backend.calls] == ["mine.get"]
+    assert backend.calls == []
 
 
 # --- nothing leaks -----------------------------------------------------------------------------
@@ -1167,10 +1208,15 @@ def test_served_responses_are_json_with_safe_headers(backend):
         status, headers, raw = http_call(
             served.port, "GET", "/cluster/info", headers={"X-Auth-Token": ADMIN_TOKEN}
         )
+        health_status, health_headers, _ = http_call(served.port, "GET", "/health")
     assert status == 200
     assert json.loads(raw)["status"] == "success"
     assert headers["Content-Type"] == "application/json; charset=UTF-8"
-    assert headers["Cache-Control"] == "no-store"
+    # A registry read may be kept, if asked again (its ETag); the rest never.
+    assert headers["Cache-Control"] == "private, no-cache"
+    assert headers["ETag"]
+    assert (health_status, health_headers["Cache-Control"]) == (200, "no-store")
+    assert "ETag" not in health_headers
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert "Server" not in headers
 
@@ -1201,7 +1247,7 @@ def test_served_refused_logins_need_no_free_worker(backend):
     with Served(backend, threads=1, throttle=throttle) as served:
         busy = threading.Thread(
             target=http_call,
-            args=(served.port, "GET", "/cluster/info"),
+            args=(served.port, "GET", "/cluster/info?recount=true"),
             kwargs={"headers": {"X-Auth-Token": ADMIN_TOKEN}},
         )
         busy.start()
@@ -1277,10 +1323,10 @@ def test_served_over_tls_with_the_configured_certificate(backend, certificate):
 @pytest.mark.parametrize("status", ["unreachable", "down", "drained"])
 def test_nodes_can_be_listed_by_lifecycle_state(service, backend, status):
     records = [{"id": "n1", "status": status, "roles": [], "liveness": {"missed_probes": 4}}]
-    backend.answers["eos_cluster.nodes"] = ok(records)
+    backend.seed(*records, {"id": "n2", "status": "active", "roles": []})
     data = data_of(send(service, "GET", "/nodes", query={"status": [status]}))
     assert data["nodes"] == records
-    assert backend.calls == [("eos_cluster.nodes", {"status": status})]
+    assert backend.calls == []
 
 
 def test_the_openapi_document_lists_every_registry_status_for_the_filter():
@@ -1288,3 +1334,161 @@ def test_the_openapi_document_lists_every_registry_status_for_the_filter():
     parameters = document["paths"]["/nodes"]["get"]["parameters"]
     (status,) = [parameter for parameter in parameters if parameter["name"] == "status"]
     assert status["schema"]["enum"] == list(registry.STATUSES)
+
+
+# --- registry reads: pages, filters, entity tags -------------------------------------------------
+
+
+def page_of(service, token=ADMIN_TOKEN, **query):
+    response = send(service, "GET", "/nodes", token=token, query={k: [v] for k, v in query.items()})
+    assert response.status == 200, response
+    return data_of(response)
+
+
+def test_pages_by_cursor_give_every_node_once_while_nodes_are_added(service, backend):
+    backend.seed(*({"id": f"n{i:03}", "status": "active"} for i in range(0, 100, 2)))
+    seen, cursor = [], None
+    while True:
+        query = {"limit": "7"} if cursor is None else {"limit": "7", "cursor": cursor}
+        page = page_of(service, **query)
+        seen += [record["id"] for record in page["nodes"]]
+        # Nodes join between the pages, before and after the place the pages reached.
+        backend.seed({"id": f"n{len(seen) * 2 + 1:03}", "status": "active"})
+        backend.seed({"id": f"m{len(seen):03}", "status": "active"})
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    originals = [f"n{i:03}" for i in range(0, 100, 2)]
+    assert len(seen) == len(set(seen)), "no node twice"
+    assert set(originals) <= set(seen), "every node present all along"
+    assert seen == sorted(seen)
+
+
+def test_nodes_are_filtered_by_role_and_status(service, backend):
+    backend.seed(
+        {"id": "a", "status": "active", "roles": ["storage"]},
+        {"id": "b", "status": "active", "roles": ["edge"]},
+        {"id": "c", "status": "failed", "roles": ["storage"]},
+    )
+    assert [r["id"] for r in page_of(service, role="storage")["nodes"]] == ["a", "c"]
+    both = page_of(service, role="storage", status="active")
+    assert ([r["id"] for r in both["nodes"]], both["total"]) == (["a"], 1)
+
+
+def test_the_reader_needs_the_runner_with_the_status_it_filters_by(service, backend):
+    backend.sessions[READER_TOKEN]["perms"] = [
+        {"eos_cluster.nodes": {"kwargs": {"status": "active"}}}
+    ]
+    backend.seed({"id": "a", "status": "active"})
+    # The permission names the runner's argument: the check is the master's, with the same call.
+    assert send(service, "GET", "/nodes", token=READER_TOKEN).status == 403
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ({"cursor": "!!"}, "not a cursor this API gave"),
+        ({"cursor": "bm90IGpzb24"}, "not a cursor this API gave"),
+        ({"cursor": api.make_cursor("a", {}), "offset": "2"}, "not both"),
+        ({"cursor": api.make_cursor("a", {"status": "active"})}, "other filters"),
+        ({"cursor": "x" * 2000}, "not a cursor this API gave"),
+    ],
+)
+def test_a_bad_cursor_is_400_naming_it(service, backend, query, words):
+    backend.seed({"id": "a", "status": "active"})
+    response = send(service, "GET", "/nodes", query={k: [v] for k, v in query.items()})
+    assert response.status == 400
+    assert error_of(response)["field"] == "cursor"
+    assert words in error_of(response)["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [("/cluster/info", {}), ("/nodes", {"limit": ["5"]}), ("/nodes/a", {})],
+)
+def test_a_poller_gets_304_until_the_registry_changes(service, backend, path, query):
+    backend.seed({"id": "a", "status": "pending"})
+    first = send(service, "GET", path, query=query)
+    tag = first.headers["ETag"]
+    again = send(service, "GET", path, query=query, headers={"if-none-match": tag})
+    assert (again.status, again.body, again.headers["ETag"]) == (304, None, tag)
+    weak = send(service, "GET", path, query=query, headers={"if-none-match": f'"x", W/{tag}'})
+    assert weak.status == 304
+    backend.seed({"id": "a", "status": "accepted"})
+    changed = send(service, "GET", path, query=query, headers={"if-none-match": tag})
+    assert changed.status == 200
+    assert changed.headers["ETag"] != tag
+
+
+def test_an_entity_tag_is_not_a_permission(service, backend):
+    backend.seed({"id": "a", "status": "pending"})
+    tag = send(service, "GET", "/nodes").headers["ETag"]
+    response = send(service, "GET", "/nodes", token="c" * 40, headers={"if-none-match": tag})
+    assert response.status == 401
+
+
+def test_different_questions_have_different_tags(service, backend):
+    backend.seed({"id": "a", "status": "pending"}, {"id": "b", "status": "active"})
+    tags = {
+        send(service, "GET", "/nodes", query=query).headers["ETag"]
+        for query in ({}, {"status": ["active"]}, {"limit": ["1"]})
+    }
+    assert len(tags) == 3
+
+
+def test_a_read_sees_a_write_made_just_before(service, backend):
+    backend.writer.ensure("a", "its Salt key is pending")
+    assert data_of(send(service, "GET", "/nodes/a"))["status"] == "pending"
+    backend.writer.accept("a", "by hand")
+    assert data_of(send(service, "GET", "/nodes/a"))["status"] == "accepted"
+    info = data_of(send(service, "GET", "/cluster/info"))
+    assert info["nodes"]["accepted"] == 1
+
+
+def test_requests_go_to_the_pool_of_their_route(service):
+    def pool(method, path):
+        return service.pool_of(api.Request(method, api.PREFIX + path))
+
+    assert pool("GET", "/health") == "liveness"
+    assert pool("GET", "/openapi.json") == "liveness"
+    assert pool("POST", "/login") == "login"
+    assert pool("GET", "/nodes") == "read"
+    assert pool("POST", "/nodes/a/accept") == "runner"
+    assert pool("GET", "/nowhere") == "read"
+
+
+def test_served_health_and_bad_tokens_answer_while_every_runner_worker_is_busy(backend):
+    release = threading.Event()
+    backend.answers["eos_cluster.info"] = lambda kwarg: release.wait(10) and ok({})
+    with Served(backend, threads=1) as served:
+        busy = threading.Thread(
+            target=http_call,
+            args=(served.port, "GET", "/cluster/info?recount=true"),
+            kwargs={"headers": {"X-Auth-Token": ADMIN_TOKEN}},
+        )
+        busy.start()
+        for _ in range(100):
+            if backend.calls:
+                break
+            threading.Event().wait(0.05)
+        status, _, _ = http_call(served.port, "GET", "/health")
+        wrong, _, _ = http_call(
+            served.port, "POST", "/nodes/a/accept", "{}", {"X-Auth-Token": "c" * 40}
+        )
+        worker_still_busy = busy.is_alive()
+        release.set()
+        busy.join(10)
+    assert worker_still_busy  # the only runner worker was running the recount
+    assert (status, wrong) == (200, 401)
+
+
+def test_served_304_has_no_body(backend):
+    backend.seed({"id": "a", "status": "pending"})
+    with Served(backend) as served:
+        headers = {"X-Auth-Token": ADMIN_TOKEN}
+        _, first, _ = http_call(served.port, "GET", "/nodes/a", headers=headers)
+        status, again, raw = http_call(
+            served.port, "GET", "/nodes/a", headers={**headers, "If-None-Match": first["ETag"]}
+        )
+    assert (status, raw) == (304, b"")
+    assert again["ETag"] == first["ETag"]

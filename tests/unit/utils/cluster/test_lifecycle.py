@@ -567,7 +567,9 @@ def test_a_node_missing_a_probe_costs_one_write_and_no_event(reg, fleet, clock, 
 
     outcome = detector(reg, fleet, clock).probe()
 
-    assert cache.stores == [(registry.NODES_BANK, "n2")]
+    assert [key for bank, key in cache.stores if bank == registry.NODES_BANK] == ["n2"]
+    journal = cache.fetch(registry.CLUSTER_BANK, registry.JOURNAL_KEY)
+    assert journal["changes"][-1] == [journal["generation"], "n2"]
     assert events == []
     assert outcome.as_dict()["missing"] == ["n2"]
     assert status(reg, "n2") == "active"

@@ -85,6 +85,13 @@ from .options import InvalidSettings
 from .options import Settings
 from .options import is_loopback
 from .options import settings
+from .pages import MAX_CURSOR_LENGTH
+from .pages import check_cursor
+from .pages import entity_tag
+from .pages import make_cursor
+from .pages import node_page
+from .pages import not_modified
+from .pages import read_cursor
 from .routes import PREFIX
 from .routes import ROUTES
 from .routes import Route
@@ -108,6 +115,7 @@ __all__ = [
     "JOB_CACHE_RUNNERS",
     "LOGIN_FIELDS",
     "MAX_CREDENTIAL_LENGTH",
+    "MAX_CURSOR_LENGTH",
     "MAX_PAGE",
     "MAX_REPORT_JOBS",
     "MAX_TRACKED_LOGINS",
@@ -137,6 +145,7 @@ __all__ = [
     "check_address",
     "check_boolean",
     "check_credential",
+    "check_cursor",
     "check_fields",
     "check_labels",
     "check_node_id",
@@ -147,11 +156,16 @@ __all__ = [
     "check_text",
     "check_token_text",
     "check_what_if_nodes",
+    "entity_tag",
     "failure",
     "invalid_arguments",
     "is_loopback",
     "json_object",
     "load_document",
+    "make_cursor",
+    "node_page",
+    "not_modified",
+    "read_cursor",
     "route_for",
     "runner_exception",
     "runner_result",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from saltext.eos.utils.cluster import registry
 
 from .envelope import ApiError
+from .pages import check_cursor
 
 # The OpenAPI document carries these patterns. Check with fullmatch, never match: with match,
 # "$" also accepts a trailing newline. Node ids follow the one rule of utils/nodeid.py.
@@ -189,8 +190,10 @@ def check_boolean(value, field):
 
 NODES_QUERY = {
     "status": check_status,
+    "role": check_role,
     "limit": _whole(1, MAX_PAGE),
     "offset": _whole(0, 10**9),
+    "cursor": check_cursor,
 }
 INFO_QUERY = {"recount": check_boolean}
 

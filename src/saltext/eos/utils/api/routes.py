@@ -24,7 +24,10 @@ class Route:
     """
     One endpoint: ``path`` below PREFIX as OpenAPI writes it, the Api method serving it, and
     the runner functions a caller's eauth permissions must allow (``public``: no token;
-    ``basic_auth``: HTTP Basic eauth credentials are accepted besides a token).
+    ``basic_auth``: HTTP Basic eauth credentials are accepted besides a token). ``pool``
+    names the workers that run it, so work of one kind never waits behind another's:
+    ``liveness`` (health and the document), ``login`` (eauth, which may be slow to refuse),
+    ``read`` (reads of the registry in this process) or ``runner`` (runner jobs).
     """
 
     method: str
@@ -35,6 +38,7 @@ class Route:
     body: Mapping | None = None  # Field specs of a JSON object body; None: no body read
     query: Mapping = dataclasses.field(default_factory=dict)
     basic_auth: bool = False
+    pool: str = "runner"
 
     @property
     def pattern(self):
@@ -43,11 +47,18 @@ class Route:
 
 
 ROUTES = (
-    Route("POST", "/login", "login", public=True, body=LOGIN_FIELDS),
+    Route("POST", "/login", "login", public=True, body=LOGIN_FIELDS, pool="login"),
     Route("POST", "/logout", "logout", body=NO_FIELDS),
-    Route("GET", "/health", "health", public=True),
-    Route("GET", "/openapi.json", "openapi", public=True),
-    Route("GET", "/cluster/info", "cluster_info", ("eos_cluster.info",), query=INFO_QUERY),
+    Route("GET", "/health", "health", public=True, pool="liveness"),
+    Route("GET", "/openapi.json", "openapi", public=True, pool="liveness"),
+    Route(
+        "GET",
+        "/cluster/info",
+        "cluster_info",
+        ("eos_cluster.info",),
+        query=INFO_QUERY,
+        pool="read",
+    ),
     Route(
         "POST",
         "/cluster/register",
@@ -55,8 +66,8 @@ ROUTES = (
         ("eos_cluster.preregister",),
         body=REGISTER_FIELDS,
     ),
-    Route("GET", "/nodes", "list_nodes", ("eos_cluster.nodes",), query=NODES_QUERY),
-    Route("GET", "/nodes/{id}", "get_node", ("eos_cluster.nodes",)),
+    Route("GET", "/nodes", "list_nodes", ("eos_cluster.nodes",), query=NODES_QUERY, pool="read"),
+    Route("GET", "/nodes/{id}", "get_node", ("eos_cluster.nodes",), pool="read"),
     Route("DELETE", "/nodes/{id}", "remove_node", ("eos_cluster.remove",)),
     Route("POST", "/nodes/{id}/accept", "accept_node", ("eos_cluster.accept",), body=NO_FIELDS),
     Route("POST", "/nodes/{id}/reject", "reject_node", ("eos_cluster.reject",), body=NO_FIELDS),
@@ -69,7 +80,7 @@ ROUTES = (
     ),
     Route("POST", "/roles/apply", "apply_roles", ("eos_roles.apply",), body=NO_FIELDS),
     # Also jobs.list_jobs and jobs.lookup_jid when the mine is empty and the caller may run them.
-    Route("GET", "/storage/report", "storage_report", ("mine.get",)),
+    Route("GET", "/storage/report", "storage_report", ("mine.get",), pool="read"),
     # Alertmanager's webhook. Its receiver cannot log in, and a Salt token expires: HTTP Basic
     # credentials (checked by eos_api:webhook_eauth) are accepted too. Nothing runs a runner:
     # the events are fired on the master's bus, as Salt's own /hook does, when the caller's

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from saltext.eos import PACKAGE_ROOT
 from saltext.eos import __version__
+from saltext.eos.utils.cluster import registry
 
 from .alerts import ALERT_RUNNER
 from .alerts import alert_events
@@ -31,12 +32,15 @@ from .fields import json_object
 from .fields import unauthorized
 from .logins import LoginThrottle
 from .options import DEFAULT_SETTINGS
+from .pages import entity_tag
+from .pages import node_page
+from .pages import not_modified
 from .routes import PREFIX
 from .routes import route_for
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 OPENAPI_DOCUMENT = PACKAGE_ROOT / "netapi" / "openapi.json"
 
 
@@ -50,6 +54,7 @@ class Call:
     token: str | None = None
     session: Mapping | None = None
     client: str | None = None
+    if_none_match: str | None = None
 
 
 class Api:
@@ -127,20 +132,52 @@ class Api:
             )
 
     def handle(self, request):
+        """The Response to ``request``: ``prepare`` it, then ``run`` it."""
+        route, prepared = self.prepare(request)
+        if route is None:
+            return prepared
+        return self.run(route, prepared, request)
+
+    def pool_of(self, request):
+        """
+        The pool (``Route.pool``) whose workers run ``request``: ``liveness`` for the public
+        reads, which must never wait behind other work; ``read`` for what is unknown.
+        """
+        try:
+            return route_for(request.method, request.path)[0].pool
+        except ApiError:
+            return "read"
+
+    def pool_for(self, route, call):
+        """The pool that runs a prepared call: a recount is a runner job, not a read."""
+        if route.operation == "cluster_info" and call.query.get("recount"):
+            return "runner"
+        return route.pool
+
+    def prepare(self, request):
+        """
+        ``(route, Call)`` for a request that passed routing, the size limit, authentication
+        and the field checks, else ``(None, the error Response)``. Quick: a worker of the
+        read pool runs it, so a bad token never waits for a runner.
+        """
         try:
             route, params = route_for(request.method, request.path)
             if len(request.body) > self.max_body_bytes:
-                return self.too_large()
-            return getattr(self, route.operation)(self._call(route, params, request))
+                return None, self.too_large()
+            return route, self._call(route, params, request)
+        except ApiError as err:
+            return None, failure(err.status, err.message, err.field, err.headers)
+        except Exception:
+            return None, _incident(request)
+
+    def run(self, route, call, request):
+        """The Response of a prepared call, from the worker pool of its route."""
+        try:
+            return getattr(self, route.operation)(call)
         except ApiError as err:
             return failure(err.status, err.message, err.field, err.headers)
         except Exception:
-            # The client gets an id to quote, never the traceback: that stays in the log.
-            incident = uuid.uuid4().hex[:12]
-            log.exception(
-                "eos_api: %s %s failed (incident %s)", request.method, request.path, incident
-            )
-            return failure(500, f"internal error (incident {incident}); see the salt-api log")
+            return _incident(request)
 
     def _call(self, route, params, request):
         token = session = None
@@ -150,7 +187,8 @@ class Api:
         if "id" in params:
             params = {**params, "id": check_node_id(params["id"])}
         query = check_query(request.query, route.query)
-        return Call(params, query, body, token, session, request.client)
+        if_none_match = request.headers.get("if-none-match")
+        return Call(params, query, body, token, session, request.client, if_none_match)
 
     def _authenticate(self, route, request):
         """(token, session) of the caller: a Salt token, or Basic credentials where allowed."""
@@ -199,6 +237,20 @@ class Api:
         self._permit(call, fun, kwarg)
         return runner_result(fun, _via_salt(fun, self.backend.run, call.token, fun, kwarg))
 
+    def _read(self, call, fun, kwarg, answer):
+        """
+        ``answer(snapshot)`` of the registry as it is now, read in this process, for a caller
+        whose eauth allows the runner ``fun`` with ``kwarg`` (what the read stands for); 304
+        when ``If-None-Match`` names the answer's tag.
+        """
+        self._permit(call, fun, kwarg)
+        snapshot = _via_salt("the registry read", self.backend.snapshot)
+        tag = entity_tag(snapshot, fun, kwarg, dict(call.params), dict(call.query))
+        headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+        if not_modified(call.if_none_match, tag):
+            return Response(304, None, headers)
+        return success(answer(snapshot), headers=headers)
+
     # --- operations: one per route ---
 
     def login(self, call):
@@ -242,7 +294,16 @@ class Api:
         return Response(200, self.document)
 
     def cluster_info(self, call):
-        return success(self._runner(call, "eos_cluster.info", dict(call.query)))
+        if call.query.get("recount"):
+            # Recounting reads and rewrites the whole registry: the master's runner does it.
+            return success(self._runner(call, "eos_cluster.info", dict(call.query)))
+        accept, boundaries = self.backend.cluster_settings()
+        return self._read(
+            call,
+            "eos_cluster.info",
+            dict(call.query),
+            lambda snapshot: registry.cluster_info(snapshot.summary, accept, boundaries),
+        )
 
     def register_node(self, call):
         details = dict(call.body)
@@ -252,20 +313,30 @@ class Api:
         return success(report, status=201, headers={"Location": location})
 
     def list_nodes(self, call):
-        status = call.query.get("status")
-        kwarg = {} if status is None else {"status": status}
-        records = self._runner(call, "eos_cluster.nodes", kwarg)
-        offset = call.query.get("offset", 0)
-        limit = call.query.get("limit")
-        page = records[offset:] if limit is None else records[offset : offset + limit]
-        return success({"nodes": page, "total": len(records), "offset": offset, "limit": limit})
+        filters = {name: call.query[name] for name in ("status", "role") if name in call.query}
+        kwarg = {"status": filters["status"]} if "status" in filters else {}
+        return self._read(
+            call,
+            "eos_cluster.nodes",
+            kwarg,
+            lambda snapshot: node_page(
+                snapshot,
+                filters,
+                limit=call.query.get("limit"),
+                offset=call.query.get("offset", 0),
+                cursor=call.query.get("cursor"),
+            ),
+        )
 
     def get_node(self, call):
         node_id = call.params["id"]
-        for record in self._runner(call, "eos_cluster.nodes"):
-            if record.get("id") == node_id:
-                return success(record)
-        raise ApiError(404, f"{node_id}: no such node in the registry")
+
+        def record(snapshot):
+            if node_id not in snapshot.records:
+                raise ApiError(404, f"{node_id}: no such node in the registry")
+            return snapshot.records[node_id]
+
+        return self._read(call, "eos_cluster.nodes", {}, record)
 
     def remove_node(self, call):
         return success(self._runner(call, "eos_cluster.remove", {"node_id": call.params["id"]}))
@@ -283,7 +354,8 @@ class Api:
         return success(self._runner(call, "eos_roles.apply"))
 
     def storage_report(self, call):
-        mine = self._runner(call, "mine.get", {"tgt": "*", "fun": ANALYZE_FUNCTION}) or {}
+        self._permit(call, "mine.get", {"tgt": "*", "fun": ANALYZE_FUNCTION})
+        mine = _via_salt("the mine read", self.backend.mine, ANALYZE_FUNCTION) or {}
         nodes = {node: {"jid": None, "mounts": report} for node, report in _reports(mine)}
         if nodes:
             return success({"source": "mine", "nodes": nodes})
@@ -323,6 +395,13 @@ class Api:
             for node, report in _reports(returns):
                 nodes.setdefault(node, {"jid": jid, "mounts": report})
         return nodes
+
+
+def _incident(request):
+    # The client gets an id to quote, never the traceback: that stays in the log.
+    incident = uuid.uuid4().hex[:12]
+    log.exception("eos_api: %s %s failed (incident %s)", request.method, request.path, incident)
+    return failure(500, f"internal error (incident {incident}); see the salt-api log")
 
 
 def _reports(returns):

@@ -16,6 +16,9 @@ the master uses holds it: ``localfs`` by default; ``redis``, ``etcd``, ``consul`
   costs the node's own record plus this summary, whatever the cluster size.
 - bank ``eos/cluster``, key ``assignment``: the last role assignment stored by
   ``eos_roles.apply`` (``{version, assignments, stored_at}``).
+- bank ``eos/cluster``, keys ``journal`` and ``generation``: which records each write changed,
+  so a reader outside the master (the REST API, ``RegistryView``) fetches only those
+  (``journal``).
 
 Every change (a record and the summary counts together) happens under one lock, so the counts
 stay exact however many registrations arrive at once. ``lock.lock_for`` chooses it from the
@@ -75,6 +78,12 @@ from .etcd_client import EtcdAccessDenied
 from .etcd_client import EtcdClient
 from .etcd_client import EtcdError
 from .etcd_client import EtcdUnreachable
+from .journal import FULL_RELOAD_SECONDS
+from .journal import GENERATION_KEY
+from .journal import JOURNAL_KEY
+from .journal import JOURNAL_LIMIT
+from .journal import RegistryView
+from .journal import Snapshot
 from .lock import ETCD_LOCK_KEY
 from .lock import LOCK_DEFAULTS
 from .lock import LOCK_FILE
@@ -155,6 +164,7 @@ from .store import TRANSITIONS
 from .store import Outcome
 from .store import Registry
 from .store import as_role_node
+from .store import cluster_info
 from .store import empty_summary
 from .store import new_record
 from .store import node_storage_type
@@ -170,9 +180,13 @@ __all__ = [
     "DOMAIN_FIELDS",
     "ETCD_LOCK_KEY",
     "FLOW_STATUSES",
+    "FULL_RELOAD_SECONDS",
+    "GENERATION_KEY",
     "HEALTH_FIELDS",
     "HISTORY_LIMIT",
     "INTERFACE_FIELDS",
+    "JOURNAL_KEY",
+    "JOURNAL_LIMIT",
     "LOCK_DEFAULTS",
     "LOCK_FILE",
     "MAX_CHECKS",
@@ -226,6 +240,8 @@ __all__ = [
     "Registry",
     "RegistryBusy",
     "RegistryError",
+    "RegistryView",
+    "Snapshot",
     "StaleJoin",
     "UnknownNode",
     "acceptance_policy",
@@ -234,6 +250,7 @@ __all__ = [
     "check_preregistration",
     "check_registration",
     "check_sent_at",
+    "cluster_info",
     "decide",
     "decode_signature",
     "empty_summary",

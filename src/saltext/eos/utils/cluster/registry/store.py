@@ -15,6 +15,7 @@ from saltext.eos.utils import config
 from saltext.eos.utils import formatting
 from saltext.eos.utils.cluster.roles import CONFIGURED_FROM
 
+from .journal import Journalled
 from .lock import lock_for
 from .payload import DEFAULT_MAX_CLOCK_SKEW
 from .payload import DISK_GB
@@ -36,6 +37,7 @@ from .scale import SCALE_STARTS
 from .scale import SCALES
 from .scale import scale_boundaries
 from .scale import scale_for
+from .scale import scale_profile
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +198,10 @@ class Registry:
         max_clock_skew=DEFAULT_MAX_CLOCK_SKEW,
     ):
         self.cache = cache
-        self.lock = threading.Lock() if lock is None else lock
+        self.cluster_bank = CLUSTER_BANK
+        # Every write happens under it; what a write changed goes to the journal readers
+        # outside the master follow (journal.RegistryView).
+        self.lock = Journalled(threading.Lock() if lock is None else lock, cache, CLUSTER_BANK)
         self.clock = clock
         self.on_change = on_change or (lambda node_id, status, record: None)
         self.boundaries = dict(SCALE_STARTS) if boundaries is None else boundaries
@@ -420,6 +425,7 @@ class Registry:
             self._count(summary, record["status"], None)
             self._drop_roles(summary, record.get("roles"), node_id)
             self.cache.flush(NODES_BANK, node_id)
+            self.lock.touch(node_id)
             self._store_summary(summary)
         record["history"] = [*record["history"], self._entry(REMOVED, reason, self.clock())]
         return self._announce(Outcome(record, [REMOVED]))
@@ -454,6 +460,7 @@ class Registry:
                 for node_id, roles in wanted.items()
             }
             changes = self._write_roles(held, previous)
+            self.lock.touch(None)
             self.cache.store(
                 CLUSTER_BANK,
                 ASSIGNMENT_KEY,
@@ -601,6 +608,7 @@ class Registry:
         return {"status": status, "at": formatting.timestamp(now), "reason": reason}
 
     def _store(self, record):
+        self.lock.touch(record["id"])
         self.cache.store(NODES_BANK, record["id"], record)
 
     def _store_summary(self, summary):
@@ -608,6 +616,7 @@ class Registry:
         summary["node_count"] = sum(counts[status] for status in MEMBER_STATUSES)
         summary["scale"] = scale_for(summary["node_count"], self.boundaries)
         summary["updated_at"] = formatting.timestamp(self.clock())
+        self.lock.touch(None)
         self.cache.store(CLUSTER_BANK, SUMMARY_KEY, summary)
 
     def _announce(self, outcome):
@@ -615,6 +624,26 @@ class Registry:
         for status in outcome.transitions:
             self.on_change(outcome.record["id"], status, outcome.record)
         return outcome
+
+
+def cluster_info(summary, accept, boundaries):
+    """
+    The cluster at a glance (``eos_cluster.info``) from a ``summary``, the acceptance
+    policy's ``describe()`` and the scale boundaries.
+    """
+    return {
+        "cluster_id": summary["cluster_id"],
+        "created_at": summary["created_at"],
+        "node_count": summary["node_count"],
+        "scale": summary["scale"],
+        "profile": scale_profile(summary["scale"]),
+        "nodes": summary["counts"],
+        "roles": summary["roles"],
+        "assignment_version": summary["assignment_version"],
+        "first_node": summary["first_node"],
+        "accept": accept,
+        "scale_boundaries": boundaries,
+    }
 
 
 def _checked_assignment(assignments):
