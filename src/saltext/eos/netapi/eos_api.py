@@ -74,6 +74,7 @@ returns. The runners the API calls fire their events (``eos/cluster/node/<id>/<s
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import ssl
 import threading
@@ -181,6 +182,12 @@ async def _serve(service, settings, ssl_context, stop=None, warm=None):
     pools = _pools(settings)
     if warm is not None:
         pools["read"].submit(_warm, warm)
+    first_check = asyncio.Event()
+    watch = asyncio.create_task(_watch_health(service.health_watch, pools["liveness"], first_check))
+    # The first check before serving, so that the first probe gets a real answer; a check
+    # that hangs delays the start by STALE_AFTER_SECONDS at most.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(first_check.wait(), api.STALE_AFTER_SECONDS)
     application = tornado.web.Application(
         [(r".*", RequestHandler, {"service": service, "pools": pools})]
     )
@@ -198,8 +205,22 @@ async def _serve(service, settings, ssl_context, stop=None, warm=None):
         await (stop or asyncio.Event()).wait()
     finally:
         server.stop()
+        watch.cancel()
         for pool in pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _watch_health(watch, pool, first_check):
+    """Check the master and the registry every second, on a worker: /health answers from it."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(pool, watch.check)
+        except Exception as err:
+            # The answer goes stale, and /health says degraded: never an exception here.
+            log.warning("eos_api: the health check failed: %s", err)
+        first_check.set()
+        await asyncio.sleep(api.CHECK_INTERVAL_SECONDS)
 
 
 def _warm(read):
@@ -253,7 +274,11 @@ class RequestHandler(tornado.web.RequestHandler):
             body=bytes(self.body),
             client=self.request.remote_ip,
         )
-        # A login the throttle refuses is answered here, without taking a worker thread.
+        # Health from the latest check, and a login the throttle refuses, are answered here,
+        # on the loop: neither waits for a worker thread.
+        if self.service.is_health(request):
+            self.respond(self.service.health_now())
+            return
         throttled = self.service.throttled(request)
         if throttled is not None:
             self.respond(throttled)
@@ -432,9 +457,10 @@ class SaltBackend:
 
     def registry_state(self):
         try:
-            summary = salt.cache.factory(self.opts).fetch(
-                registry.CLUSTER_BANK, registry.SUMMARY_KEY
-            )
+            if not hasattr(self.local, "health_cache"):
+                # Made once per thread: a new cache object loads Salt's cache modules again.
+                self.local.health_cache = salt.cache.factory(self.opts)
+            summary = self.local.health_cache.fetch(registry.CLUSTER_BANK, registry.SUMMARY_KEY)
         except Exception as err:
             log.warning("eos_api: the registry cannot be read: %s", err)
             return "unavailable"

@@ -4,6 +4,7 @@ wiring of the netapi module against the same fake, in process.
 """
 
 import asyncio
+import contextlib
 import datetime
 import http.client
 import ipaddress
@@ -11,6 +12,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 from cryptography import x509
@@ -967,6 +969,60 @@ def test_health_reports_an_unreadable_registry(service, backend):
     assert data_of(send(service, "GET", "/health", token=None))["status"] == "degraded"
 
 
+def test_the_health_watch_answers_its_latest_check(backend):
+    clock = Clock()
+    watch = api.HealthWatch(backend, api.API_VERSION, clock=clock)
+    assert watch.answer()["status"] == "degraded"
+    assert watch.answer()["problem"] == "not checked yet"
+    watch.check()
+    clock.now += 0.5
+    answer = watch.answer()
+    assert (answer["status"], answer["checked_seconds_ago"]) == ("ok", 0.5)
+    backend.master_up = False  # seen by the next check only
+    assert watch.answer()["status"] == "ok"
+    watch.check()
+    assert watch.answer()["master"] == "not running"
+
+
+def test_a_check_that_stopped_finishing_makes_health_degraded(backend):
+    clock = Clock()
+    watch = api.HealthWatch(backend, api.API_VERSION, clock=clock)
+    watch.check()
+    clock.now += api.STALE_AFTER_SECONDS + 5
+    answer = watch.answer()
+    assert (answer["status"], answer["registry"], answer["master"]) == (
+        "degraded",
+        "unknown",
+        "unknown",
+    )
+    assert "15 s old" in answer["problem"]
+
+
+def test_served_health_answers_at_once_while_its_check_hangs(backend, monkeypatch):
+    monkeypatch.setattr(api.health, "STALE_AFTER_SECONDS", 1.0)
+    hang = threading.Event()
+    checks = []
+
+    def master_running():
+        checks.append(1)
+        if len(checks) > 1:
+            hang.wait(20)
+        return True
+
+    backend.master_running = master_running
+    with Served(backend) as served:
+        status, _, raw = http_call(served.port, "GET", "/health")
+        assert (status, json.loads(raw)["data"]["status"]) == (200, "ok")
+        threading.Event().wait(api.health.STALE_AFTER_SECONDS + 1.5)
+        began = time.perf_counter()
+        status, _, raw = http_call(served.port, "GET", "/health")
+        took = time.perf_counter() - began
+        hang.set()
+    assert status == 200
+    assert json.loads(raw)["data"]["status"] == "degraded"
+    assert took < 1.0
+
+
 def test_openapi_is_served_without_an_envelope(service):
     assert send(service, "GET", "/openapi.json", token=None).body == {"openapi": "3.0.3"}
 
@@ -1187,6 +1243,28 @@ class Served:
         self.thread.join(10)
 
 
+@contextlib.contextmanager
+def busy_runner(served, backend):
+    """The thread of a recount that holds a runner worker until the block ends."""
+    release = threading.Event()
+    backend.answers["eos_cluster.info"] = lambda kwarg: release.wait(10) and ok({})
+    busy = threading.Thread(
+        target=http_call,
+        args=(served.port, "GET", "/cluster/info?recount=true"),
+        kwargs={"headers": {"X-Auth-Token": ADMIN_TOKEN}},
+    )
+    busy.start()
+    for _ in range(100):
+        if backend.calls:
+            break
+        threading.Event().wait(0.05)
+    try:
+        yield busy
+    finally:
+        release.set()
+        busy.join(10)
+
+
 def http_call(port, method, path, body=None, headers=None, context=None):
     if context is None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -1242,25 +1320,14 @@ def test_served_refused_logins_need_no_free_worker(backend):
     throttle = api.LoginThrottle(3, 60)
     for _ in range(3):
         throttle.failed("127.0.0.1", None)
-    release = threading.Event()
-    backend.answers["eos_cluster.info"] = lambda kwarg: release.wait(10) and ok({})
-    with Served(backend, threads=1, throttle=throttle) as served:
-        busy = threading.Thread(
-            target=http_call,
-            args=(served.port, "GET", "/cluster/info?recount=true"),
-            kwargs={"headers": {"X-Auth-Token": ADMIN_TOKEN}},
-        )
-        busy.start()
-        for _ in range(100):
-            if backend.calls:
-                break
-            threading.Event().wait(0.05)
+    with (
+        Served(backend, threads=1, throttle=throttle) as served,
+        busy_runner(served, backend) as busy,
+    ):
         body = json.dumps({"username": "admin", "password": "secret", "eauth": "pam"})
         headers = {"Content-Type": "application/json"}
         status, response_headers, raw = http_call(served.port, "POST", "/login", body, headers)
         worker_still_busy = busy.is_alive()
-        release.set()
-        busy.join(10)
     assert worker_still_busy  # the only worker thread was running the other request
     assert status == 429
     assert json.loads(raw)["error"]["code"] == "too_many_requests"
@@ -1458,26 +1525,12 @@ def test_requests_go_to_the_pool_of_their_route(service):
 
 
 def test_served_health_and_bad_tokens_answer_while_every_runner_worker_is_busy(backend):
-    release = threading.Event()
-    backend.answers["eos_cluster.info"] = lambda kwarg: release.wait(10) and ok({})
-    with Served(backend, threads=1) as served:
-        busy = threading.Thread(
-            target=http_call,
-            args=(served.port, "GET", "/cluster/info?recount=true"),
-            kwargs={"headers": {"X-Auth-Token": ADMIN_TOKEN}},
-        )
-        busy.start()
-        for _ in range(100):
-            if backend.calls:
-                break
-            threading.Event().wait(0.05)
+    with Served(backend, threads=1) as served, busy_runner(served, backend) as busy:
         status, _, _ = http_call(served.port, "GET", "/health")
         wrong, _, _ = http_call(
             served.port, "POST", "/nodes/a/accept", "{}", {"X-Auth-Token": "c" * 40}
         )
         worker_still_busy = busy.is_alive()
-        release.set()
-        busy.join(10)
     assert worker_still_busy  # the only runner worker was running the recount
     assert (status, wrong) == (200, 401)
 
@@ -1492,3 +1545,28 @@ def test_served_304_has_no_body(backend):
         )
     assert (status, raw) == (304, b"")
     assert again["ETag"] == first["ETag"]
+
+
+def test_an_unchanged_answer_is_sent_again_without_encoding_it_again(service, backend):
+    backend.seed({"id": "a", "status": "pending"})
+    first = service.handle(
+        api.Request("GET", api.PREFIX + "/nodes", {}, {"x-auth-token": ADMIN_TOKEN})
+    )
+    again = service.handle(
+        api.Request("GET", api.PREFIX + "/nodes", {}, {"x-auth-token": ADMIN_TOKEN})
+    )
+    assert again.raw is first.raw
+    backend.seed({"id": "b", "status": "pending"})
+    changed = service.handle(
+        api.Request("GET", api.PREFIX + "/nodes", {}, {"x-auth-token": ADMIN_TOKEN})
+    )
+    assert [r["id"] for r in json.loads(changed.raw)["data"]["nodes"]] == ["a", "b"]
+
+
+def test_the_kept_answers_are_bounded(service, backend, monkeypatch):
+    monkeypatch.setattr(service_module, "KEPT_ANSWERS", 2)
+    backend.seed({"id": "a", "status": "pending"})
+    for limit in ("1", "2", "3"):
+        assert send(service, "GET", "/nodes", query={"limit": [limit]}).status == 200
+    assert len(service.kept) == 2
+    assert service.kept_bytes == sum(len(response.raw) for response in service.kept.values())

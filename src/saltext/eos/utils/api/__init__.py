@@ -77,6 +77,9 @@ from .fields import check_token_text
 from .fields import check_what_if_nodes
 from .fields import json_object
 from .fields import unauthorized
+from .health import CHECK_INTERVAL_SECONDS
+from .health import STALE_AFTER_SECONDS
+from .health import HealthWatch
 from .logins import MAX_TRACKED_LOGINS
 from .logins import LoginRefusal
 from .logins import LoginThrottle
@@ -106,6 +109,7 @@ __all__ = [
     "ANALYZE_FUNCTION",
     "API_VERSION",
     "CALCULATE_FIELDS",
+    "CHECK_INTERVAL_SECONDS",
     "DEFAULT_SETTINGS",
     "EOS_ERRORS",
     "ERROR_CODES",
@@ -129,11 +133,13 @@ __all__ = [
     "SALT_ERRORS",
     "SALT_LOADER_WORDING",
     "SIGNATURE_MISMATCH",
+    "STALE_AFTER_SECONDS",
     "TOKEN_PATTERN",
     "Api",
     "ApiError",
     "Call",
     "Field",
+    "HealthWatch",
     "InvalidSettings",
     "LoginRefusal",
     "LoginThrottle",

@@ -55,9 +55,16 @@ class Response:
     status: int
     body: object
     headers: Mapping = dataclasses.field(default_factory=dict)
+    raw: bytes | None = None  # the body encoded already
 
     def encode(self):
+        if self.raw is not None:
+            return self.raw
         return json.dumps(self.body, default=str, separators=(",", ":")).encode()
+
+    def encoded(self):
+        """This response with its body encoded: a worker thread does it, not the event loop."""
+        return self if self.raw is not None else dataclasses.replace(self, raw=self.encode())
 
 
 def success(data, status=200, headers=None):

@@ -1,14 +1,15 @@
 """The API itself: routing a request through its checks to Salt and back."""
 
+import collections
 import dataclasses
 import json
 import logging
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Mapping
 
 from saltext.eos import PACKAGE_ROOT
-from saltext.eos import __version__
 from saltext.eos.utils.cluster import registry
 
 from .alerts import ALERT_RUNNER
@@ -30,6 +31,7 @@ from .fields import check_node_id
 from .fields import check_query
 from .fields import json_object
 from .fields import unauthorized
+from .health import HealthWatch
 from .logins import LoginThrottle
 from .options import DEFAULT_SETTINGS
 from .pages import entity_tag
@@ -42,6 +44,11 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.2.0"
 OPENAPI_DOCUMENT = PACKAGE_ROOT / "netapi" / "openapi.json"
+# Encoded answers kept by entity tag: pollers of an unchanged registry asking the same
+# question get the same bytes without encoding thousands of records again. Bounded in
+# bytes: a whole 10,000-node listing is megabytes.
+KEPT_ANSWERS = 64
+KEPT_BYTES = 32 * 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -80,6 +87,10 @@ class Api:
         self.document = document
         self.throttle = LoginThrottle(0, 1) if throttle is None else throttle
         self.webhook_eauth = webhook_eauth
+        self.health_watch = HealthWatch(backend, API_VERSION)
+        self.kept = collections.OrderedDict()  # entity tag: encoded Response
+        self.kept_bytes = 0
+        self.kept_lock = threading.Lock()
 
     def declared_too_large(self, content_length):
         """A 413 Response when a Content-Length header announces too large a body, else None."""
@@ -148,6 +159,14 @@ class Api:
         except ApiError:
             return "read"
 
+    def is_health(self, request):
+        """Whether ``request`` asks ``GET /health``, which the server answers on its loop."""
+        return (request.method, request.path) == ("GET", f"{PREFIX}/health")
+
+    def health_now(self):
+        """The Response to ``GET /health`` from the latest check; never blocks."""
+        return success(self.health_watch.answer()).encoded()
+
     def pool_for(self, route, call):
         """The pool that runs a prepared call: a recount is a runner job, not a read."""
         if route.operation == "cluster_info" and call.query.get("recount"):
@@ -173,7 +192,7 @@ class Api:
     def run(self, route, call, request):
         """The Response of a prepared call, from the worker pool of its route."""
         try:
-            return getattr(self, route.operation)(call)
+            return getattr(self, route.operation)(call).encoded()
         except ApiError as err:
             return failure(err.status, err.message, err.field, err.headers)
         except Exception:
@@ -249,7 +268,29 @@ class Api:
         headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
         if not_modified(call.if_none_match, tag):
             return Response(304, None, headers)
-        return success(answer(snapshot), headers=headers)
+        kept = self._kept(tag)
+        if kept is None:
+            kept = self._keep(tag, success(answer(snapshot), headers=headers).encoded())
+        return kept
+
+    def _kept(self, tag):
+        with self.kept_lock:
+            if tag in self.kept:
+                self.kept.move_to_end(tag)
+            return self.kept.get(tag)
+
+    def _keep(self, tag, response):
+        size = len(response.raw)
+        if size > KEPT_BYTES // 4:
+            return response
+        with self.kept_lock:
+            if tag not in self.kept:
+                self.kept[tag] = response
+                self.kept_bytes += size
+            while len(self.kept) > KEPT_ANSWERS or self.kept_bytes > KEPT_BYTES:
+                _, dropped = self.kept.popitem(last=False)
+                self.kept_bytes -= len(dropped.raw)
+        return response
 
     # --- operations: one per route ---
 
@@ -277,18 +318,9 @@ class Api:
         return success({"logged_out": True})
 
     def health(self, call):
-        master_up = self.backend.master_running()
-        registry_state = self.backend.registry_state()
-        healthy = master_up and registry_state in ("ok", "empty")
-        return success(
-            {
-                "status": "ok" if healthy else "degraded",
-                "api_version": API_VERSION,
-                "version": __version__,
-                "master": "running" if master_up else "not running",
-                "registry": registry_state,
-            }
-        )
+        """The health checked now (the server answers from its watch instead: ``health``)."""
+        self.health_watch.check()
+        return success(self.health_watch.answer())
 
     def openapi(self, call):
         return Response(200, self.document)
