@@ -264,6 +264,7 @@ def run_one(salt_factories, root, flow, size):
             finished = time.monotonic()
             registry = read_registry(master)
             spans = [accepted_and_active(registry.get(name)) for name in names]
+            waves = wave_phases(registry.cache) if flow == "waves" else []
     waited = max(active - accepted for accepted, active in spans)
     registered = max(active for _, active in spans) - max(accepted for accepted, _ in spans)
     print(
@@ -273,6 +274,8 @@ def run_one(salt_factories, root, flow, size):
         f"registration was recorded; the longest wait of a node from its acceptance to "
         f"active {waited:.0f} s"
     )
+    for line in waves:
+        print(f"  {line}")
     return {
         "seconds": finished - began,
         "after_publish": finished - sent,
@@ -280,6 +283,21 @@ def run_one(salt_factories, root, flow, size):
         "registered": registered,
         "longest_wait": waited,
     }
+
+
+def wave_phases(cache):
+    """One line per wave of the run: its nodes and the seconds each phase took."""
+    from saltext.eos.utils.cluster import wave as waves
+
+    lines = []
+    records = [cache.fetch(waves.WAVES_BANK, key) for key in cache.list(waves.WAVES_BANK)]
+    for record in sorted((r for r in records if r), key=lambda r: r["started_at"]):
+        started = sorted(record["phase_started"].items(), key=lambda item: item[1])
+        ends = [when for _, when in started[1:]] + [record.get("finished_at") or started[-1][1]]
+        spans = zip(started, ends, strict=True)
+        phases = ", ".join(f"{phase} {end - begin:.1f} s" for (phase, begin), end in spans)
+        lines.append(f"wave of {len(record['nodes'])} nodes: {phases}")
+    return lines
 
 
 def accepted_and_active(record):

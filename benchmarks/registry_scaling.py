@@ -38,6 +38,7 @@ import dataclasses
 import importlib.util
 import logging
 import os
+import pathlib
 import random
 import shutil
 import socket
@@ -53,6 +54,9 @@ import salt.loader
 import salt.pillar
 
 from saltext.eos.utils.cluster import registry
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from tests.support.registrations import sample_registration
 
 # The ext_pillar is measured at each size; the registrations at each size from the second
 # on, over the window of registrations that reached it.
@@ -93,33 +97,7 @@ def master_opts(root, cache_settings):
 
 
 def registration(rng, index):
-    return registry.Registration(
-        resources={
-            "cpu_cores": rng.choice((2, 4, 8, 16)),
-            "memory_bytes": rng.choice((4, 8, 16, 64)) * 1024**3,
-            "disks": [
-                {
-                    "name": "sda",
-                    "size_bytes": rng.choice((100, 500, 2000)) * 10**9,
-                    "free_bytes": None,
-                    "storage_type": rng.choice(("ssd", "hdd", "nvme")),
-                    "rotational": None,
-                    "mounts": [],
-                }
-            ],
-            "network": {"interfaces": [], "link_speed_mbps": 10_000},
-            "failure_domain": {
-                "datacenter": f"dc{index % 3}",
-                "rack": f"r{index % 24}",
-                "host": None,
-            },
-            "labels": {},
-            "hostname": f"node-{index:05}",
-        },
-        health={"passed": True, "checks": []},
-        preferred_role=None,
-        sent_at_ms=index + 1,
-    )
+    return sample_registration(rng, index, node_id(index))
 
 
 def node_id(index):
