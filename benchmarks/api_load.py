@@ -601,22 +601,21 @@ def rest_tornado_returned(body):
     return body.startswith(b'{"return": [') and body[12:13] in (b"{", b"[")
 
 
-def login_eos_api(port):
-    body = {"username": READER[0], "password": READER[1], "eauth": EAUTH}
-    call = Call("POST", "/api/v1/login", JSON_HEADERS, json.dumps(body).encode())
-    status, raw = Client(port).send(call)
-    if status != 200:
-        raise RuntimeError(f"eos_api login answered {status}: {raw[:300]!r}")
-    return json.loads(raw)["data"]["token"]
+# Where each API logs in, and where its answer carries the token.
+LOGINS = {
+    "eos_api": ("/api/v1/login", lambda answer: answer["data"]["token"]),
+    "rest_tornado": ("/login", lambda answer: answer["return"][0]["token"]),
+}
 
 
-def login_rest_tornado(port):
+def log_in(api_name, port):
+    """The reader's token on ``api_name``."""
+    path, token_of = LOGINS[api_name]
     body = {"username": READER[0], "password": READER[1], "eauth": EAUTH}
-    call = Call("POST", "/login", JSON_HEADERS, json.dumps(body).encode())
-    status, raw = Client(port).send(call)
+    status, raw = Client(port).send(Call("POST", path, JSON_HEADERS, json.dumps(body).encode()))
     if status != 200:
-        raise RuntimeError(f"rest_tornado login answered {status}: {raw[:300]!r}")
-    return json.loads(raw)["return"][0]["token"]
+        raise RuntimeError(f"{api_name} login answered {status}: {raw[:300]!r}")
+    return token_of(json.loads(raw))
 
 
 def failed_login_body():
@@ -1040,11 +1039,11 @@ def prepare(setup, nodes):
 
 
 def connect_apis(setup, nodes):
-    eos_token = login_eos_api(setup.ports["eos_api"])
+    eos_token = log_in("eos_api", setup.ports["eos_api"])
     total = registry_total(setup.ports["eos_api"], eos_token)
     if total != nodes:
         raise RuntimeError(f"eos_api lists {total} nodes, {nodes} were seeded")
-    tornado_token = login_rest_tornado(setup.ports["rest_tornado"])
+    tornado_token = log_in("rest_tornado", setup.ports["rest_tornado"])
     return (
         eos_api_calls(setup.ports["eos_api"], eos_token),
         rest_tornado_calls(setup.ports["rest_tornado"], tornado_token),
