@@ -99,7 +99,8 @@ def register(node_id=None, payload=None, pending_key=False):
     pending_key
         True: node_id has a pending Salt key; create its pending record. The pending key of a
         node already accepted (Salt can put a just accepted key back in pending when two
-        first authentications race) is accepted again if the policy accepts the node.
+        first authentications race) is accepted again if the policy accepts the node, or it
+        is the cluster's first node.
 
     Returns ``{id, registered, status, transitions, comment}``.
     """

@@ -637,6 +637,15 @@ def test_a_pending_key_of_an_accepted_node_waits_under_a_manual_policy(reg):
     assert reg.note_pending_key("new", MANUAL, never_matches).accept_key is False
 
 
+def test_a_pending_key_of_the_first_node_is_accepted_again_whatever_the_policy(reg):
+    # The first node is accepted for being the first; a manual policy would never accept it.
+    reg.note_pending_key("first", MANUAL, never_matches)
+    assert reg.get("first")["status"] == "accepted"
+    outcome = reg.note_pending_key("first", MANUAL, never_matches)
+    assert outcome.accept_key is True
+    assert outcome.transitions == []
+
+
 def test_a_pending_key_of_an_active_member_waits_for_the_operator(reg):
     # A member's key pending again is a key rotation: never accepted by itself.
     bootstrap(reg)

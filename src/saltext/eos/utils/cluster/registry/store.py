@@ -299,18 +299,19 @@ class Registry:
             transitions += self._apply_policy(record, policy, matches, now)
         return self._announce(Outcome(record, transitions))
 
-    @staticmethod
-    def _key_lost_acceptance(record, policy, matches):
+    def _key_lost_acceptance(self, record, policy, matches):
         """
         Whether the pending key of an ``accepted`` node is accepted again. Salt can lose an
         acceptance: two first authentications at once both find no key, and the later one
-        stores the key as pending after the policy accepted it. The node has not joined
-        yet, so the policy that accepted it decides again, as it would for a new node; a
-        member's pending key (a key rotation) waits for the operator.
+        stores the key as pending after it was accepted. The node has not joined yet, so
+        what accepted it decides again: the policy, as it would for a new node, or being
+        the cluster's first node. A member's pending key (a key rotation) waits for the
+        operator.
         """
         if record["status"] != "accepted":
             return False
-        return decide(policy, record, False, matches).accept
+        first_node = self.summary()["first_node"] == record["id"]
+        return decide(policy, record, first_node, matches).accept
 
     def register(self, node_id, registration, policy, matches):
         """
